@@ -1,0 +1,164 @@
+"""The command line: one verb per task. It parses, calls the Python API, and prints; nothing else.
+
+torch is imported only inside the verbs, so `dreamvid --help` answers at once.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .errors import DreamvidError, Interrupted
+
+PRESET_NAMES = ("default", "worldmodels", "classic", "tiny")  # checked against config.PRESETS by a test
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse's own usage errors: one line, exit 2
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="dreamvid", description="Neural dream videos: learn a clip, dream endless new video.")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
+    verbs = parser.add_subparsers(dest="verb", required=True, parser_class=_Parser)
+
+    train = verbs.add_parser("train", help="learn the look and motion of one or more videos")
+    train.add_argument("sources", nargs="*", metavar="SOURCE", help="video files (any format FFmpeg reads)")
+    train.add_argument("-o", "--out", required=True, type=Path, metavar="RUN_DIR", help="run folder to write")
+    train.add_argument("--preset", default="default", choices=PRESET_NAMES)
+    train.add_argument("--size", type=int, help="frame side in pixels: 64 (default), 128 or 256")
+    train.add_argument("--fps", type=_positive_float, help="frame rate to learn at (default: source's, max 30)")
+    train.add_argument("--crop", default="center", choices=("center", "full"), help="square crop or letterbox")
+    train.add_argument("--minutes", type=_positive_float, help="wall-clock budget for the whole job")
+    train.add_argument("--vae-epochs", type=int)
+    train.add_argument("--rnn-epochs", type=int)
+    train.add_argument("--batch-size", type=int)
+    train.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    train.add_argument("--force", action="store_true", help="start RUN_DIR over if it holds a run")
+    train.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    dream = verbs.add_parser("dream", help="dream a new video from a trained run")
+    dream.add_argument("run", type=Path, metavar="RUN_DIR")
+    dream.add_argument("-o", "--out", type=Path, help="output .mp4/.webm/.gif or folder (default RUN_DIR/dream.mp4)")
+    length = dream.add_mutually_exclusive_group()
+    length.add_argument("--seconds", type=float)
+    length.add_argument("--frames", type=int)
+    dream.add_argument("--temperature", type=float)
+    dream.add_argument("--seed", type=int, default=0)
+    prime = dream.add_mutually_exclusive_group()
+    prime.add_argument("--prime", type=Path, metavar="CLIP", help="start from the latents of this clip")
+    prime.add_argument("--prime-frame", type=int, metavar="I", help="start from source frame I")
+    dream.add_argument("--fps", type=float, help="playback rate (default: the run's)")
+    dream.add_argument("--upscale", type=int, help="integer upscale (default: short side >= 256 px)")
+    dream.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+    dream.add_argument("--force", action="store_true", help="overwrite an existing output")
+    dream.add_argument("--quiet", action="store_true")
+
+    demo = verbs.add_parser("demo", help="train on built-in Atari footage and dream, no arguments needed")
+    demo.add_argument("-o", "--out", type=Path, default=Path("demo"), help="folder for footage, run and videos")
+    demo.add_argument("--minutes", type=_positive_float, default=4.5, help="training budget")
+    demo.add_argument("--preset", default="default", choices=PRESET_NAMES)
+    demo.add_argument("--frames", type=int, default=3000, help="frames of footage to play")
+    demo.add_argument("--seconds", type=_positive_float, default=60, help="length of the dream")
+    demo.add_argument("--force", action="store_true", help="start over if the folder holds a demo")
+    demo.add_argument("--quiet", action="store_true")
+
+    evaluate = verbs.add_parser("eval", help="score a run's dream against its source, with an HTML report")
+    evaluate.add_argument("run", type=Path, metavar="RUN_DIR")
+    evaluate.add_argument("--dream", type=Path, help="score this video instead of a new dream")
+    evaluate.add_argument("--frames", type=int, default=10000)
+    evaluate.add_argument("--temperature", type=float)
+    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("-o", "--out", type=Path, metavar="REPORT_DIR")
+    evaluate.add_argument("--quiet", action="store_true")
+
+    compare = verbs.add_parser("compare", help="metrics of several runs or reports side by side")
+    compare.add_argument("paths", nargs="+", type=Path, metavar="RUN_OR_REPORT")
+    compare.add_argument("--html", type=Path, help="also write a combined HTML page")
+
+    serve = verbs.add_parser("serve", help="the browser studio: live dreams, training from the page")
+    serve.add_argument("runs", nargs="*", type=Path, metavar="RUN_DIR")
+    serve.add_argument("--runs-dir", type=Path, help="folder of runs to list (and where new runs go)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=7860)
+    return parser
+
+
+def _train(args: argparse.Namespace) -> None:
+    from .training import train
+    run = train(args.sources, args.out, preset=args.preset, size=args.size, fps=args.fps, crop=args.crop,
+                minutes=args.minutes, vae_epochs=args.vae_epochs, rnn_epochs=args.rnn_epochs,
+                batch_size=args.batch_size, device=args.device, seed=args.seed, resume=args.resume,
+                force=args.force, progress=not args.quiet)
+    print(f"trained {run.directory}  (dream with: dreamvid dream {run.directory} --seconds 60)")
+
+
+def _dream(args: argparse.Namespace) -> None:
+    from .dreaming import load
+    dreamer = load(args.run, device=args.device)
+    dream = dreamer.dream(frames=args.frames, seconds=args.seconds, temperature=args.temperature, seed=args.seed,
+                          prime=args.prime, prime_frame=args.prime_frame)
+    path = dream.save(args.out or args.run / "dream.mp4", fps=args.fps, upscale=args.upscale, force=args.force,
+                      progress=not args.quiet)
+    print(f"wrote {path}  ({len(dream)} frames)")
+
+
+def _demo(args: argparse.Namespace) -> None:
+    from .demo import demo
+    result = demo(args.out, minutes=args.minutes, preset=args.preset, footage_frames=args.frames,
+                  dream_seconds=args.seconds, force=args.force, progress=not args.quiet)
+    print(result.summary())
+
+
+def _eval(args: argparse.Namespace) -> None:
+    from .evaluation import evaluate
+    evaluate(args.run, dream=args.dream, frames=args.frames, temperature=args.temperature, seed=args.seed,
+             out=args.out, progress=not args.quiet)
+    print(f"wrote {(args.out or args.run / 'eval') / 'report.html'}")
+
+
+def _compare(args: argparse.Namespace) -> None:
+    from .evaluation import compare
+    print(compare(args.paths, html=args.html))
+
+
+def _serve(args: argparse.Namespace) -> None:
+    from .serve import serve
+    serve(args.runs, runs_dir=args.runs_dir, host=args.host, port=args.port)
+
+
+VERBS = {"train": _train, "dream": _dream, "demo": _demo, "eval": _eval, "compare": _compare, "serve": _serve}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        VERBS[args.verb](args)
+    except Interrupted as exc:
+        print(f"\ndreamvid: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except DreamvidError as exc:
+        if args.debug:
+            raise
+        print(f"dreamvid: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print("\ndreamvid: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

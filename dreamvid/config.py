@@ -1,0 +1,203 @@
+"""Run configuration: presets as dataclasses, serialized to `config.json` in every run folder.
+
+Model choice is made here, by config, never by if-chains spread over the other modules: `models.py` builds
+whatever a `VAEConfig` / `RNNConfig` describes, and a new preset is one entry in `PRESETS`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from .errors import DreamvidError, UsageError
+
+CONFIG_FORMAT = 1
+SUPPORTED_SIZES = (32, 64, 128, 256)
+
+
+@dataclass
+class VAEConfig:
+    kind: str = "conv"                       # "conv" (World Models layout) or "dense" (2016 notebook)
+    size: int = 64                           # square input side in pixels
+    z_dim: int = 32
+    channels: tuple[int, ...] = (32, 64, 128, 256)  # conv: one k4 s2 stage each, more stages added above 64 px
+    hidden: tuple[int, ...] = (256, 256)     # dense: hidden layer widths (softplus)
+    reconstruction: str = "mse"              # "mse" (sum over pixels) or "bce" (Bernoulli cross-entropy)
+    kl_weight: float = 1.0
+    free_bits: float = 0.0                   # KL tolerance per latent dimension, in nats (World Models: 0.5)
+    lr: float = 1e-3
+
+
+@dataclass
+class RNNConfig:
+    kind: str = "mdn"                        # "mdn" (mixture density LSTM) or "regression" (squared error)
+    hidden: int = 256
+    layers: int = 1
+    gaussians: int = 5                       # mdn: mixture components per latent dimension
+    seq_len: int = 32                        # training window length (frames predicted per window)
+    lr: float = 1e-3
+    lr_decay: float = 1.0                    # multiplied into the learning rate after every epoch
+    grad_clip: float = 1.0
+    input_noise: float = 0.0                 # std of Gaussian noise added to input latents while training
+    feed_noise: float = 0.0                  # regression: half-width of uniform noise added to fed-back latents
+    temperature: float = 1.0                 # default dreaming temperature
+
+
+@dataclass
+class DataConfig:
+    size: int = 64
+    fps: float | None = None                 # None: the first source's, capped at 30
+    crop: str = "center"
+    sources: list[str] = field(default_factory=list)
+    cache_key: str = ""
+
+
+@dataclass
+class TrainConfig:
+    minutes: float | None = None             # wall-clock budget for the whole job
+    vae_epochs: int | None = None
+    rnn_epochs: int | None = None
+    batch_size: int = 64                     # VAE frames per step
+    rnn_batch_size: int = 32                 # RNN windows per step
+    vae_share: float = 0.6                   # share of a time budget given to the VAE
+    seed: int = 0
+    bf16: bool = True                        # bf16 autocast where the hardware does it fast
+    # Without --minutes or epochs a run trains this long: long enough to be worth watching on a laptop CPU.
+    default_minutes: float = 10.0
+
+
+@dataclass
+class RunConfig:
+    preset: str
+    vae: VAEConfig
+    rnn: RNNConfig
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    version: str = ""
+    format: int = CONFIG_FORMAT
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+    def save(self, path: Path) -> None:
+        from .checkpoint import atomic_write_text
+        atomic_write_text(path, self.to_json())
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> "RunConfig":
+        return RunConfig(
+            preset=raw["preset"],
+            vae=_dataclass_from_dict(VAEConfig, raw["vae"]),
+            rnn=_dataclass_from_dict(RNNConfig, raw["rnn"]),
+            data=_dataclass_from_dict(DataConfig, raw.get("data", {})),
+            train=_dataclass_from_dict(TrainConfig, raw.get("train", {})),
+            version=raw.get("version", ""),
+            format=raw.get("format", 0),
+        )
+
+    @classmethod
+    def load(cls, path: Path) -> "RunConfig":
+        try:
+            raw = json.loads(Path(path).read_text())
+            config = cls.from_dict(raw)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise DreamvidError(f"{path} is not a readable dreamvid config ({exc})",
+                                "train the run again or restore config.json") from None
+        if config.format != CONFIG_FORMAT:
+            raise DreamvidError(f"{path} was written by config format {config.format} (this dreamvid reads "
+                                f"{CONFIG_FORMAT}, version {_version()})",
+                                "retrain the run with this version of dreamvid")
+        if config.preset not in PRESETS:
+            raise DreamvidError(f"{path} uses preset {config.preset!r}, unknown to dreamvid {_version()}",
+                                f"use a dreamvid version that has it, or retrain with one of {', '.join(PRESETS)}")
+        return config
+
+
+def _dataclass_from_dict(cls: type, raw: dict[str, Any]) -> Any:
+    known = {f.name: f for f in fields(cls)}
+    unknown = set(raw) - set(known)
+    if unknown:
+        raise KeyError(f"unknown {cls.__name__} fields {sorted(unknown)}")
+    values = {k: tuple(v) if isinstance(v, list) and "tuple" in str(known[k].type) else v for k, v in raw.items()}
+    return cls(**values)
+
+
+def _version() -> str:
+    from . import __version__
+    return __version__
+
+
+def _worldmodels() -> RunConfig:
+    return RunConfig(
+        preset="worldmodels",
+        vae=VAEConfig(kind="conv", size=64, z_dim=32, reconstruction="mse", free_bits=0.5, lr=1e-3),
+        rnn=RNNConfig(kind="mdn", hidden=256, layers=1, gaussians=5, seq_len=32, lr=1e-3, temperature=1.0),
+    )
+
+
+def _classic() -> RunConfig:
+    return RunConfig(
+        preset="classic",
+        vae=VAEConfig(kind="dense", size=128, z_dim=64, hidden=(256, 256), reconstruction="bce", lr=1e-4),
+        rnn=RNNConfig(kind="regression", hidden=256, layers=2, seq_len=50, lr=2e-2, lr_decay=0.97,
+                      grad_clip=5.0, feed_noise=0.1, temperature=1.0),
+        data=DataConfig(size=128, fps=10),
+    )
+
+
+def _default() -> RunConfig:
+    # World Models' layout plus the cheap levers that measured better here: noise on the RNN's inputs
+    # (so the dream survives its own imperfect predictions) and bf16 autocast on CPU.
+    config = _worldmodels()
+    return replace(config, preset="default", rnn=replace(config.rnn, input_noise=0.05))
+
+
+def _tiny() -> RunConfig:
+    # For tests and smoke runs: the same code paths with models small enough to train in seconds.
+    return RunConfig(
+        preset="tiny",
+        vae=VAEConfig(kind="conv", size=32, z_dim=8, channels=(8, 16, 16, 32), free_bits=0.0, lr=2e-3),
+        rnn=RNNConfig(kind="mdn", hidden=32, layers=1, gaussians=3, seq_len=8, lr=3e-3),
+        data=DataConfig(size=32),
+        train=TrainConfig(batch_size=16, rnn_batch_size=8, bf16=False),
+    )
+
+
+PRESETS = {"default": _default, "worldmodels": _worldmodels, "classic": _classic, "tiny": _tiny}
+
+
+def make_config(preset: str = "default", *, size: int | None = None, fps: float | None = None,
+                crop: str = "center", **train_overrides: Any) -> RunConfig:
+    """The preset's config with the user's data and training choices applied; None leaves a default."""
+    if preset not in PRESETS:
+        raise UsageError(f"unknown preset {preset!r}", f"choose one of {', '.join(PRESETS)}")
+    config = PRESETS[preset]()
+    size = size or config.data.size
+    if size not in SUPPORTED_SIZES:
+        raise UsageError(f"--size {size} is not supported", f"use one of {', '.join(map(str, SUPPORTED_SIZES))}")
+    if crop not in ("center", "full"):
+        raise UsageError(f"--crop {crop!r} is not supported", "use center or full")
+    if fps is not None and not fps > 0:
+        raise UsageError(f"--fps must be positive, got {fps}")
+    config.vae = replace(config.vae, size=size)
+    config.data = replace(config.data, size=size, fps=fps if fps is not None else config.data.fps, crop=crop)
+    overrides = {k: v for k, v in train_overrides.items() if v is not None}
+    _check_train_overrides(overrides)
+    config.train = replace(config.train, **overrides)
+    config.version = _version()
+    return config
+
+
+def _check_train_overrides(overrides: dict[str, Any]) -> None:
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    for name, value in overrides.items():
+        if name not in known:
+            raise TypeError(f"unknown training option {name!r}")
+        if name in ("minutes",) and not value > 0:
+            raise UsageError(f"--minutes must be positive, got {value}")
+        if name in ("vae_epochs", "rnn_epochs") and value < 0:
+            raise UsageError(f"--{name.replace('_', '-')} must be 0 or more, got {value}")
+        if name in ("batch_size", "rnn_batch_size") and value < 1:
+            raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {value}")

@@ -1,0 +1,237 @@
+"""Dreaming: sample the RNN autoregressively, decode through the VAE, stream frames out.
+
+Nothing here holds a whole dream: latents are generated and decoded a batch at a time, so a 100,000-frame
+dream costs the memory of one batch. Only the run folder is read, never the source video.
+"""
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from . import checkpoint
+from .config import RunConfig
+from .device import autocast, fast_bf16, resolve_device
+from .errors import DreamvidError, UsageError
+from .models import LatentRNN, State, VAE, build_rnn, build_vae, encode_frames, tensor_to_frames
+
+DECODE_BATCH = 64
+
+
+def load(run_dir: str | Path, device: str = "auto") -> "Dreamer":
+    """Open a trained run folder for dreaming."""
+    return Dreamer.from_pretrained(run_dir, device)
+
+
+def _check_temperature(temperature: float) -> float:
+    if not temperature > 0:
+        raise UsageError(f"temperature must be positive, got {temperature}", "use e.g. --temperature 1.0")
+    return float(temperature)
+
+
+class Dreamer:
+    """A trained VAE + RNN pair and the latents of its source, ready to dream."""
+
+    def __init__(self, run_dir: Path, config: RunConfig, vae: VAE, rnn: LatentRNN,
+                 latents: dict[str, torch.Tensor], device: torch.device):
+        self.run_dir, self.config, self.vae, self.rnn, self.device = run_dir, config, vae, rnn, device
+        self.latents = latents
+        self.bf16 = config.train.bf16 and fast_bf16(device)
+
+    @classmethod
+    def from_pretrained(cls, run_dir: str | Path, device: str = "auto") -> "Dreamer":
+        run_dir = Path(run_dir)
+        if not run_dir.exists():
+            raise UsageError(f"run folder {run_dir} does not exist", "train one first: dreamvid train CLIP -o RUN")
+        if not (run_dir / "config.json").is_file():
+            raise UsageError(f"{run_dir} is not a dreamvid run (no config.json)",
+                             "point to the folder that dreamvid train wrote")
+        config = RunConfig.load(run_dir / "config.json")
+        if not (run_dir / "rnn.safetensors").is_file():
+            raise DreamvidError(f"{run_dir} has not finished training (no rnn.safetensors)",
+                                f"finish it: dreamvid train -o {run_dir} --resume")
+        torch_device = resolve_device(device)
+        vae = build_vae(config.vae)
+        rnn = build_rnn(config.rnn, config.vae.z_dim)
+        checkpoint.load_weights(vae, run_dir / "vae.safetensors")
+        checkpoint.load_weights(rnn, run_dir / "rnn.safetensors")
+        latents = checkpoint.load_tensors(run_dir / "latents.safetensors")
+        if "mu" not in latents or latents["mu"].shape[-1] != config.vae.z_dim:
+            raise DreamvidError(f"{run_dir / 'latents.safetensors'} does not fit config.json",
+                                "train the run again")
+        return cls(run_dir, config, vae.to(torch_device).eval(), rnn.to(torch_device).eval(),
+                   latents, torch_device)
+
+    # --- properties a caller needs to place frames in time and space -------------------------------------
+
+    @property
+    def fps(self) -> float:
+        return float(self.config.data.fps or 30)
+
+    @property
+    def size(self) -> int:
+        return self.config.vae.size
+
+    @property
+    def cache(self):
+        """The run's frame cache when it is still on disk (evaluation uses it; dreaming never needs it)."""
+        from .cache import FrameCache
+        directory = self.run_dir / "cache" / self.config.data.cache_key
+        return FrameCache.open(directory) if self.config.data.cache_key and directory.is_dir() else None
+
+    # --- the two halves of the VAE -------------------------------------------------------------------------
+
+    def encode(self, frames: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 (N, S, S, 3) frames -> (mu, logvar), each (N, z), on the CPU."""
+        return encode_frames(self.vae, frames, self.device, self.bf16)
+
+    @torch.no_grad()
+    def decode(self, z: torch.Tensor) -> np.ndarray:
+        """Latents (N, z) -> uint8 (N, S, S, 3) frames."""
+        with autocast(self.device, self.bf16):
+            return tensor_to_frames(self.vae.decode(z.to(self.device)))
+
+    # --- dreaming ------------------------------------------------------------------------------------------
+
+    def session(self, temperature: float | None = None, seed: int | None = None, frame_index: int | None = None,
+                prime: str | Path | None = None) -> "DreamSession":
+        """An endless dream whose temperature and seed can change while it runs."""
+        return DreamSession(self, self.config.rnn.temperature if temperature is None else temperature,
+                            seed, frame_index, self.prime_latents(prime) if prime is not None else None)
+
+    def stream(self, temperature: float | None = None, seed: int | None = None, frame_index: int | None = None,
+               prime: str | Path | None = None) -> Iterator[np.ndarray]:
+        """Endless uint8 (S, S, 3) frames."""
+        session = self.session(temperature, seed, frame_index, prime)
+        while True:
+            yield from session.next_frames(DECODE_BATCH // 4)
+
+    def dream(self, frames: int | None = None, seconds: float | None = None, temperature: float | None = None,
+              seed: int = 0, prime: str | Path | None = None, prime_frame: int | None = None) -> "Dream":
+        """A dream of a fixed length (frames, or seconds at the run's fps), generated lazily."""
+        if frames is not None and seconds is not None:
+            raise UsageError("give either frames or seconds, not both")
+        if seconds is not None:
+            if not seconds > 0:
+                raise UsageError(f"seconds must be positive, got {seconds}")
+            frames = max(1, round(seconds * self.fps))
+        frames = round(10 * self.fps) if frames is None else frames
+        if frames < 1:
+            raise UsageError(f"the number of frames must be at least 1, got {frames}")
+        session = self.session(temperature, seed, prime_frame, prime)
+        return Dream(self, session, int(frames))
+
+    def prime_latents(self, clip: str | Path) -> torch.Tensor:
+        """Latent means of a priming clip, read at the run's size, frame rate and crop."""
+        from .video import read_frames
+        data = self.config.data
+        frames = np.stack(list(read_frames(clip, size=data.size, fps=self.fps, crop=data.crop)))
+        return self.encode(frames)[0]
+
+    def random_frame_index(self, rng: random.Random) -> int:
+        """A random held-out frame: dreams start from footage the models did not train on."""
+        ranges = self.latents.get("val", torch.zeros(0, 2, dtype=torch.int64)).tolist()
+        ranges = [r for r in ranges if r[1] > r[0]] or [[0, len(self.latents["mu"])]]
+        start, stop = rng.choice(ranges)
+        return rng.randrange(start, stop)
+
+    def context_before(self, frame_index: int) -> torch.Tensor:
+        """Latents from the start of frame_index's source (at most one RNN window back) up to and with it."""
+        count = len(self.latents["mu"])
+        if not 0 <= frame_index < count:
+            raise UsageError(f"frame {frame_index} is outside the run's {count} source frames",
+                             f"choose a frame from 0 to {count - 1}")
+        first = 0
+        for start, stop in self.latents.get("sequences", torch.tensor([[0, count]])).tolist():
+            if start <= frame_index < stop:
+                first = start
+        first = max(first, frame_index - self.config.rnn.seq_len)
+        return self.latents["mu"][first:frame_index + 1]
+
+
+class DreamSession:
+    """The state of one running dream: LSTM state, last latent, random generator, temperature."""
+
+    def __init__(self, dreamer: Dreamer, temperature: float, seed: int | None, frame_index: int | None,
+                 prime: torch.Tensor | None = None):
+        self.dreamer = dreamer
+        self.temperature = temperature
+        self.reseed(seed, frame_index, prime)
+
+    @property
+    def temperature(self) -> float:
+        return self._temperature
+
+    @temperature.setter
+    def temperature(self, value: float) -> None:
+        self._temperature = _check_temperature(value)
+
+    @torch.no_grad()
+    def reseed(self, seed: int | None = None, frame_index: int | None = None,
+               prime: torch.Tensor | None = None) -> None:
+        """Restart the dream: from `prime` latents, a chosen source frame, or a random held-out frame."""
+        dreamer = self.dreamer
+        self.seed = random.randrange(2 ** 31) if seed is None else seed
+        self.generator = torch.Generator(device=dreamer.device).manual_seed(self.seed)
+        if prime is None:
+            index = dreamer.random_frame_index(random.Random(self.seed)) if frame_index is None else frame_index
+            prime = dreamer.context_before(index)
+            self.frame_index = index
+        context = prime.to(dreamer.device).unsqueeze(0)
+        _, self.state = dreamer.rnn(context[:, :-1]) if context.shape[1] > 1 else (None, None)
+        self.z = context[:, -1]
+
+    @torch.no_grad()
+    def next_latents(self, n: int) -> torch.Tensor:
+        latents, self.state = self.dreamer.rnn.rollout(self.z, self.state, n, self.temperature, self.generator)
+        self.z = latents[:, -1]
+        return latents[0]
+
+    def next_frames(self, n: int) -> np.ndarray:
+        """The next n dreamed frames, uint8 (n, S, S, 3)."""
+        return self.dreamer.decode(self.next_latents(n))
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        while True:
+            yield from self.next_frames(DECODE_BATCH // 4)
+
+
+class Dream:
+    """A fixed-length dream, generated as it is iterated or saved."""
+
+    def __init__(self, dreamer: Dreamer, session: DreamSession, frames: int):
+        self.dreamer, self.session, self.frames = dreamer, session, frames
+
+    def __len__(self) -> int:
+        return self.frames
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        for batch in self.batches():
+            yield from batch
+
+    def batches(self, size: int = DECODE_BATCH) -> Iterator[np.ndarray]:
+        left = self.frames
+        while left > 0:
+            batch = self.session.next_frames(min(size, left))
+            left -= len(batch)
+            yield batch
+
+    def save(self, path: str | Path, fps: float | None = None, upscale: int | None = None, force: bool = False,
+             progress: bool = True) -> Path:
+        """Encode the dream to .mp4 / .webm / .gif or a folder of PNGs, streaming."""
+        from tqdm import tqdm
+        from .video import VideoWriter, default_upscale
+        if fps is not None and not fps > 0:
+            raise UsageError(f"fps must be positive, got {fps}")
+        if upscale is not None and upscale < 1:
+            raise UsageError(f"upscale must be at least 1, got {upscale}")
+        upscale = default_upscale(self.dreamer.size) if upscale is None else upscale
+        with VideoWriter(path, fps or self.dreamer.fps, upscale=upscale, force=force) as writer, \
+                tqdm(total=self.frames, desc="DREAM", unit="frame", disable=not progress) as bar:
+            for batch in self.batches():
+                writer.write_batch(batch)
+                bar.update(len(batch))
+        return Path(path)

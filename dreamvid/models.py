@@ -1,0 +1,260 @@
+"""The two networks: a VAE for the look of a frame, an RNN for how latents move.
+
+Every VAE maps float frames in [0, 1], shape (B, 3, S, S), to latents (B, z) and back.
+Every RNN maps a latent sequence to the parameters of the next latent's distribution; `params` is a tuple
+the same RNN's `nll`, `mean` and `sample` understand, so training and dreaming never ask which kind it is.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import RNNConfig, VAEConfig
+
+Params = tuple[torch.Tensor, ...]
+State = tuple[torch.Tensor, torch.Tensor] | None
+LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
+
+
+def frames_to_tensor(frames: np.ndarray | torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
+    """uint8 (N, S, S, 3) frames -> float (N, 3, S, S) in [0, 1] on `device`."""
+    tensor = torch.as_tensor(np.asarray(frames)).to(device, non_blocking=True)
+    return tensor.permute(0, 3, 1, 2).float().div_(255)
+
+
+def tensor_to_frames(images: torch.Tensor) -> np.ndarray:
+    """float (N, 3, S, S) in [0, 1] -> uint8 (N, S, S, 3) frames."""
+    return images.float().clamp(0, 1).mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+@torch.no_grad()
+def encode_frames(vae: "VAE", frames: np.ndarray, device: torch.device, bf16: bool = False,
+                  progress: bool = False, batch: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mu, logvar) on the CPU for every frame of a uint8 (N, S, S, 3) array, encoded in batches."""
+    from tqdm import tqdm
+    from .device import autocast
+    mus, logvars = [], []
+    for start in tqdm(range(0, len(frames), batch), desc="ENC", disable=not progress, leave=False):
+        with autocast(device, bf16):
+            mu, logvar = vae.encode(frames_to_tensor(frames[start:start + batch], device))
+        mus.append(mu.float().cpu())
+        logvars.append(logvar.float().cpu())
+    return torch.cat(mus), torch.cat(logvars)
+
+
+class VAE(nn.Module):
+    """Shared VAE machinery: reparameterisation and the loss; subclasses define the encoder and decoder."""
+
+    config: VAEConfig
+
+    def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def decode_logits(self, z: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.decode_logits(z).float())
+
+    def forward(self, images: torch.Tensor, generator: torch.Generator | None = None):
+        mu, logvar = self.encode(images)
+        eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+        z = mu + torch.exp(0.5 * logvar) * eps
+        return self.decode_logits(z), mu, logvar
+
+    def loss(self, images: torch.Tensor, logits: torch.Tensor, mu: torch.Tensor,
+             logvar: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(total, reconstruction, kl), each averaged over the batch and summed over pixels / latents."""
+        logits, mu, logvar = logits.float(), mu.float(), logvar.float()
+        if self.config.reconstruction == "bce":
+            per_pixel = F.binary_cross_entropy_with_logits(logits, images, reduction="none")
+        else:
+            per_pixel = (torch.sigmoid(logits) - images) ** 2
+        reconstruction = per_pixel.flatten(1).sum(1).mean()
+        kl = (-0.5 * (1 + logvar - mu ** 2 - logvar.exp())).sum(1).mean()
+        # World Models' free bits: KL below the tolerance is not penalised, so latents keep their information.
+        kl_penalty = torch.clamp(kl, min=self.config.free_bits * self.config.z_dim)
+        return reconstruction + self.config.kl_weight * kl_penalty, reconstruction, kl
+
+
+class ConvVAE(VAE):
+    """World Models' layout: k4 s2 convolutions 32/64/128/256 down to 4x4 (one more stage per doubling)."""
+
+    def __init__(self, config: VAEConfig):
+        super().__init__()
+        self.config = config
+        stages = int(round(math.log2(config.size / 4)))
+        widths = list(config.channels[:stages]) + [config.channels[-1]] * max(0, stages - len(config.channels))
+        encoder: list[nn.Module] = []
+        in_channels = 3
+        for width in widths:
+            encoder += [nn.Conv2d(in_channels, width, 4, 2, 1), nn.ReLU(inplace=True)]
+            in_channels = width
+        self.encoder = nn.Sequential(*encoder, nn.Flatten())
+        self.bottom = (widths[-1], 4, 4)
+        flat = widths[-1] * 16
+        self.to_mu = nn.Linear(flat, config.z_dim)
+        self.to_logvar = nn.Linear(flat, config.z_dim)
+        self.from_z = nn.Linear(config.z_dim, flat)
+        decoder: list[nn.Module] = []
+        outs = widths[-2::-1] + [3]
+        for index, width in enumerate(outs):
+            decoder.append(nn.ConvTranspose2d(in_channels, width, 4, 2, 1))
+            if index < len(outs) - 1:
+                decoder.append(nn.ReLU(inplace=True))
+            in_channels = width
+        self.decoder = nn.Sequential(*decoder)
+
+    def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        hidden = self.encoder(images)
+        return self.to_mu(hidden).float(), self.to_logvar(hidden).float()
+
+    def decode_logits(self, z: torch.Tensor) -> torch.Tensor:
+        hidden = F.relu(self.from_z(z)).view(-1, *self.bottom)
+        return self.decoder(hidden)
+
+
+class DenseVAE(VAE):
+    """The 2016 notebook's VAE: flattened pixels through softplus layers."""
+
+    def __init__(self, config: VAEConfig):
+        super().__init__()
+        self.config = config
+        pixels = 3 * config.size * config.size
+        widths = [pixels, *config.hidden]
+        self.encoder = nn.Sequential(nn.Flatten(), *_softplus_stack(widths))
+        self.to_mu = nn.Linear(widths[-1], config.z_dim)
+        self.to_logvar = nn.Linear(widths[-1], config.z_dim)
+        self.decoder = nn.Sequential(*_softplus_stack([config.z_dim, *config.hidden[::-1]]),
+                                     nn.Linear(config.hidden[0], pixels))
+
+    def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        hidden = self.encoder(images)
+        return self.to_mu(hidden).float(), self.to_logvar(hidden).float()
+
+    def decode_logits(self, z: torch.Tensor) -> torch.Tensor:
+        size = self.config.size
+        return self.decoder(z).view(-1, 3, size, size)
+
+
+def _softplus_stack(widths: list[int]) -> list[nn.Module]:
+    layers: list[nn.Module] = []
+    for width_in, width_out in zip(widths, widths[1:]):
+        layers += [nn.Linear(width_in, width_out), nn.Softplus()]
+    return layers
+
+
+class LatentRNN(nn.Module):
+    """An LSTM over latents; subclasses choose the head and the next-latent distribution."""
+
+    def __init__(self, config: RNNConfig, z_dim: int, head_width: int):
+        super().__init__()
+        self.config = config
+        self.z_dim = z_dim
+        self.lstm = nn.LSTM(z_dim, config.hidden, config.layers, batch_first=True)
+        self.head = nn.Linear(config.hidden, head_width)
+
+    def forward(self, z: torch.Tensor, state: State = None) -> tuple[Params, State]:
+        """z (B, T, z) -> params for each next latent (leading dims B, T), final LSTM state."""
+        hidden, state = self.lstm(z, state)
+        return self.split_head(self.head(hidden).float()), state
+
+    def step(self, z: torch.Tensor, state: State = None) -> tuple[Params, State]:
+        """One time step: z (B, z) -> params with leading dim B."""
+        params, state = self.forward(z.unsqueeze(1), state)
+        return tuple(p.squeeze(1) for p in params), state
+
+    @torch.no_grad()
+    def rollout(self, z: torch.Tensor, state: State, steps: int, temperature: float,
+                generator: torch.Generator | None = None) -> tuple[torch.Tensor, State]:
+        """Dream `steps` latents after `z` (B, z), feeding each sample back: returns (B, steps, z), state."""
+        dreamed = []
+        for _ in range(steps):
+            params, state = self.step(z, state)
+            z = self.sample(params, temperature, generator)
+            dreamed.append(z)
+        return torch.stack(dreamed, 1), state
+
+    def split_head(self, out: torch.Tensor) -> Params:
+        raise NotImplementedError
+
+    def nll(self, params: Params, target: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def mean(self, params: Params) -> torch.Tensor:
+        raise NotImplementedError
+
+    def sample(self, params: Params, temperature: float, generator: torch.Generator | None = None) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class MDNRNN(LatentRNN):
+    """World Models' MDN-RNN: per latent dimension, a mixture of K Gaussians with its own weights."""
+
+    def __init__(self, config: RNNConfig, z_dim: int):
+        super().__init__(config, z_dim, z_dim * config.gaussians * 3)
+
+    def split_head(self, out: torch.Tensor) -> Params:
+        out = out.view(*out.shape[:-1], self.z_dim, self.config.gaussians, 3)
+        logits, mu, log_sigma = out.unbind(-1)
+        return logits, mu, log_sigma.clamp(-7.0, 5.0)
+
+    def nll(self, params: Params, target: torch.Tensor) -> torch.Tensor:
+        """Negative log-likelihood of `target`, summed over latent dimensions."""
+        logits, mu, log_sigma = params
+        z = target.unsqueeze(-1)
+        log_normal = -0.5 * ((z - mu) * torch.exp(-log_sigma)) ** 2 - log_sigma - LOG_SQRT_2PI
+        return -torch.logsumexp(F.log_softmax(logits, -1) + log_normal, -1).sum(-1)
+
+    def mean(self, params: Params) -> torch.Tensor:
+        logits, mu, _ = params
+        return (F.softmax(logits, -1) * mu).sum(-1)
+
+    def sample(self, params: Params, temperature: float, generator: torch.Generator | None = None) -> torch.Tensor:
+        """World Models' temperature: logits divided by tau, sigma scaled by sqrt(tau)."""
+        logits, mu, log_sigma = params
+        probs = F.softmax(logits / temperature, -1)
+        flat = probs.reshape(-1, probs.shape[-1])
+        choice = torch.multinomial(flat, 1, generator=generator).view(*probs.shape[:-1], 1)
+        mu_k = mu.gather(-1, choice).squeeze(-1)
+        sigma_k = torch.exp(log_sigma.gather(-1, choice).squeeze(-1)) * math.sqrt(temperature)
+        noise = torch.randn(mu_k.shape, generator=generator, device=mu_k.device)
+        return mu_k + sigma_k * noise
+
+
+class RegressionRNN(LatentRNN):
+    """The 2016 recipe: the LSTM regresses the next latent; variety comes from uniform noise when dreaming."""
+
+    def __init__(self, config: RNNConfig, z_dim: int):
+        super().__init__(config, z_dim, z_dim)
+
+    def split_head(self, out: torch.Tensor) -> Params:
+        return (out,)
+
+    def nll(self, params: Params, target: torch.Tensor) -> torch.Tensor:
+        """Half the squared error, summed over dimensions: the Gaussian NLL up to a constant."""
+        return 0.5 * ((params[0] - target) ** 2).sum(-1)
+
+    def mean(self, params: Params) -> torch.Tensor:
+        return params[0]
+
+    def sample(self, params: Params, temperature: float, generator: torch.Generator | None = None) -> torch.Tensor:
+        prediction = params[0]
+        uniform = torch.rand(prediction.shape, generator=generator, device=prediction.device) * 2 - 1
+        return prediction + self.config.feed_noise * temperature * uniform
+
+
+VAE_KINDS = {"conv": ConvVAE, "dense": DenseVAE}
+RNN_KINDS = {"mdn": MDNRNN, "regression": RegressionRNN}
+
+
+def build_vae(config: VAEConfig) -> VAE:
+    return VAE_KINDS[config.kind](config)
+
+
+def build_rnn(config: RNNConfig, z_dim: int) -> LatentRNN:
+    return RNN_KINDS[config.kind](config, z_dim)
