@@ -22,7 +22,10 @@ LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 
 def frames_to_tensor(frames: np.ndarray | torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
     """uint8 (N, S, S, 3) frames -> float (N, 3, S, S) in [0, 1] on `device`."""
-    tensor = torch.as_tensor(np.asarray(frames)).to(device, non_blocking=True)
+    array = np.asarray(frames)
+    if not array.flags.writeable:  # a read-only memmap slice: torch wants memory it may write
+        array = array.copy()
+    tensor = torch.from_numpy(array).to(device, non_blocking=True)
     return tensor.permute(0, 3, 1, 2).float().div_(255)
 
 

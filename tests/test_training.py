@@ -1,0 +1,217 @@
+"""Training and dreaming end to end on tiny synthetic clips: shapes, round trips, determinism, resume, memory."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+import psutil
+import pytest
+import torch
+
+import dreamvid
+from dreamvid import checkpoint
+from dreamvid.config import PRESETS, RNNConfig, VAEConfig, make_config
+from dreamvid.errors import Interrupted
+from dreamvid.models import build_rnn, build_vae
+from dreamvid.training import _window_starts, minimum_frames
+from synthetic import make_video
+
+TINY = dict(preset="tiny", progress=False)
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> Path:
+    return make_video(tmp_path_factory.mktemp("clip") / "clip.mp4", n_frames=90, width=48, height=48)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(clip, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "run"
+    dreamvid.train(clip, out, vae_epochs=2, rnn_epochs=2, **TINY)
+    return out
+
+
+def _weights(run: Path) -> dict[str, torch.Tensor]:
+    return {**{f"vae.{k}": v for k, v in checkpoint.load_tensors(run / "vae.safetensors").items()},
+            **{f"rnn.{k}": v for k, v in checkpoint.load_tensors(run / "rnn.safetensors").items()}}
+
+
+def _assert_same_weights(a: Path, b: Path) -> None:
+    wa, wb = _weights(a), _weights(b)
+    assert wa.keys() == wb.keys()
+    for key in wa:
+        assert torch.equal(wa[key], wb[key]), key
+
+
+@pytest.mark.parametrize("size", [32, 64, 128, 256])
+def test_conv_vae_shapes_at_every_size(size):
+    vae = build_vae(VAEConfig(size=size, z_dim=16, channels=(8, 8, 8, 8)))
+    images = torch.rand(2, 3, size, size)
+    logits, mu, logvar = vae(images)
+    assert logits.shape == images.shape and mu.shape == logvar.shape == (2, 16)
+    assert vae.decode(mu).shape == images.shape
+
+
+def test_dense_vae_and_both_rnns_shapes():
+    config = PRESETS["classic"]()
+    vae = build_vae(config.vae)
+    logits, mu, _ = vae(torch.rand(2, 3, 128, 128))
+    assert logits.shape == (2, 3, 128, 128) and mu.shape == (2, 64)
+    for rnn_config in (RNNConfig(kind="mdn", hidden=16, gaussians=5), RNNConfig(kind="regression", hidden=16,
+                                                                                  layers=2, feed_noise=0.1)):
+        rnn = build_rnn(rnn_config, 6)
+        params, _ = rnn(torch.randn(3, 7, 6))
+        assert rnn.nll(params, torch.randn(3, 7, 6)).shape == (3, 7)
+        assert rnn.mean(params).shape == rnn.sample(params, 1.0).shape == (3, 7, 6)
+
+
+def test_mdn_temperature_shrinks_and_widens_the_spread():
+    torch.manual_seed(0)
+    rnn = build_rnn(RNNConfig(kind="mdn", hidden=16, gaussians=5), 4)
+    params, _ = rnn.step(torch.zeros(1, 4))
+    params = tuple(p.expand(4000, *p.shape[1:]) for p in params)
+    spread = [rnn.sample(params, t, torch.Generator().manual_seed(1)).std(0).mean().item() for t in (0.1, 1.0, 2.0)]
+    assert spread[0] < spread[1] < spread[2]
+
+
+def test_weights_round_trip_gives_identical_outputs(tmp_path):
+    vae = build_vae(VAEConfig(size=32, z_dim=8, channels=(8, 8, 8)))
+    checkpoint.save_tensors(tmp_path / "vae.safetensors", vae.state_dict())
+    again = build_vae(VAEConfig(size=32, z_dim=8, channels=(8, 8, 8)))
+    checkpoint.load_weights(again, tmp_path / "vae.safetensors")
+    images = torch.rand(3, 3, 32, 32)
+    assert torch.equal(vae.encode(images)[0], again.encode(images)[0])
+
+
+def test_run_folder_holds_config_weights_logs_and_previews(tiny_run):
+    for name in ("config.json", "vae.safetensors", "rnn.safetensors", "latents.safetensors", "log.jsonl",
+                 "previews/reconstruction.png", "previews/dream.png", "previews/losses.png",
+                 "state/vae_optimizer.safetensors", "state/rnn_optimizer.safetensors"):
+        assert (tiny_run / name).is_file(), name
+    log = (tiny_run / "log.jsonl").read_text().splitlines()
+    assert sum('"vae"' in line for line in log) == 2 and sum('"rnn"' in line for line in log) == 2
+    assert all('"val_loss"' in line for line in log)
+
+
+def test_loaded_run_dreams_identically_for_a_seed_and_differently_across_seeds(tiny_run):
+    a = np.stack(list(dreamvid.load(tiny_run, device="cpu").dream(frames=20, seed=3)))
+    b = np.stack(list(dreamvid.load(tiny_run, device="cpu").dream(frames=20, seed=3)))
+    c = np.stack(list(dreamvid.load(tiny_run, device="cpu").dream(frames=20, seed=4)))
+    assert a.shape == (20, 32, 32, 3) and a.dtype == np.uint8
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_stream_and_session_controls(tiny_run):
+    dreamer = dreamvid.load(tiny_run, device="cpu")
+    stream = dreamer.stream(temperature=1.0, seed=0)
+    frames = [next(stream) for _ in range(40)]
+    assert all(f.shape == (32, 32, 3) for f in frames)
+    session = dreamer.session(seed=1, frame_index=5)
+    session.temperature = 0.3
+    first = session.next_frames(6)
+    session.reseed(seed=1, frame_index=5)
+    assert np.array_equal(first, session.next_frames(6))
+    with pytest.raises(dreamvid.UsageError):
+        session.temperature = 0
+
+
+def test_training_is_deterministic_for_a_seed(clip, tiny_run, tmp_path):
+    dreamvid.train(clip, tmp_path / "again", vae_epochs=2, rnn_epochs=2, **TINY)
+    _assert_same_weights(tiny_run, tmp_path / "again")
+
+
+@pytest.mark.parametrize("stage, after_events", [("vae", 5), ("rnn", 3)])
+def test_resume_after_interrupt_equals_an_uninterrupted_run(clip, tiny_run, tmp_path, stage, after_events):
+    stop, seen = threading.Event(), []
+
+    def interrupt_in_stage(event):
+        if event["stage"] == stage:
+            seen.append(event)
+            if len(seen) == after_events:
+                stop.set()
+
+    out = tmp_path / "run"
+    with pytest.raises(Interrupted, match="--resume"):
+        dreamvid.train(clip, out, vae_epochs=2, rnn_epochs=2, on_event=interrupt_in_stage, stop=stop, **TINY)
+    dreamvid.train(out=out, resume=True, progress=False)
+    _assert_same_weights(tiny_run, out)
+
+
+def test_ctrl_c_saves_and_prints_the_resume_command(clip, tmp_path):
+    out = tmp_path / "run"
+    process = subprocess.Popen([sys.executable, "-m", "dreamvid", "train", str(clip), "-o", str(out), "--preset",
+                                "tiny", "--vae-epochs", "400", "--rnn-epochs", "1", "--quiet"],
+                               stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not (out / "state" / "train_state.json").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.0)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert f"dreamvid train -o {out} --resume" in stderr and "Traceback" not in stderr
+    assert (out / "vae.safetensors").is_file() and (out / "state" / "vae_optimizer.safetensors").is_file()
+
+
+def test_several_sources_stay_separate_sequences(tmp_path):
+    a = make_video(tmp_path / "a.mp4", n_frames=60, width=32, height=32, seed=1)
+    b = make_video(tmp_path / "b.mkv", n_frames=50, width=40, height=32, seed=2)
+    dreamvid.train([a, b], tmp_path / "run", vae_epochs=1, rnn_epochs=1, **TINY)
+    dreamer = dreamvid.load(tmp_path / "run", device="cpu")
+    sequences = dreamer.latents["sequences"].tolist()
+    assert sequences == [[0, 60], [60, 110]]
+    train_ranges = [tuple(r) for r in dreamer.latents["train"].tolist()]
+    seq_len = dreamer.config.rnn.seq_len
+    for offset in range(seq_len):
+        for start in _window_starts(train_ranges, seq_len, offset):
+            assert any(a <= start and start + seq_len + 1 <= b for a, b in train_ranges)
+
+
+def test_minimum_frames_leaves_a_full_window_and_a_held_out_tail():
+    for seq_len in (8, 32, 50):
+        n = minimum_frames(seq_len)
+        held_out = -(-n // 10)
+        assert n - held_out >= seq_len + 1 and held_out >= 2
+        assert (n - 1) - (-(-(n - 1) // 10)) < seq_len + 1 or -(-(n - 1) // 10) < 2
+
+
+def test_time_budget_is_respected(clip, tmp_path):
+    started = time.monotonic()
+    dreamvid.train(clip, tmp_path / "run", minutes=0.1, **TINY)
+    assert time.monotonic() - started < 6 + 20  # 6 s budget; the rest is decoding, encoding and saving
+    assert (tmp_path / "run" / "rnn.safetensors").is_file()
+
+
+def test_long_streamed_dream_keeps_memory_flat(tiny_run, tmp_path):
+    dreamer = dreamvid.load(tiny_run, device="cpu")
+    process = psutil.Process(os.getpid())
+    dream = dreamer.dream(frames=12000, seed=0)
+    rss = []
+    for index, batch in enumerate(dream.batches()):
+        if index in (20, len(dream) // 64 - 1):
+            rss.append(process.memory_info().rss)
+    assert rss[1] - rss[0] < 20 * 2 ** 20, f"RSS grew {(rss[1] - rss[0]) / 2 ** 20:.1f} MB over 10,000 frames"
+
+
+def test_dream_saves_every_format_with_the_default_upscale(tiny_run, tmp_path):
+    dream = dreamvid.load(tiny_run, device="cpu").dream(frames=12, seed=0)
+    path = dream.save(tmp_path / "dream.mp4", progress=False)
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        frames = list(container.decode(stream))
+    assert len(frames) == 12 and frames[0].width == 256 and stream.codec_context.name == "h264"
+    assert stream.codec_context.pix_fmt == "yuv420p"
+
+
+def test_make_config_applies_size_to_model_and_data():
+    config = make_config("worldmodels", size=128)
+    assert config.vae.size == config.data.size == 128
+    assert config.vae.free_bits == 0.5 and config.rnn.gaussians == 5
