@@ -21,12 +21,13 @@ LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 
 
 def frames_to_tensor(frames: np.ndarray | torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
-    """uint8 (N, S, S, 3) frames -> float (N, 3, S, S) in [0, 1] on `device`."""
-    array = np.asarray(frames)
-    if not array.flags.writeable:  # a read-only memmap slice: torch wants memory it may write
-        array = array.copy()
-    tensor = torch.from_numpy(array).to(device, non_blocking=True)
-    return tensor.permute(0, 3, 1, 2).float().div_(255)
+    """uint8 (N, S, S, 3) frames, as an array or a tensor -> float (N, 3, S, S) in [0, 1] on `device`."""
+    if not torch.is_tensor(frames):
+        frames = np.asarray(frames)
+        if not frames.flags.writeable:  # a read-only memmap slice: torch wants memory it may write
+            frames = frames.copy()
+        frames = torch.from_numpy(frames)
+    return frames.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255)
 
 
 def tensor_to_frames(images: torch.Tensor) -> np.ndarray:
@@ -167,20 +168,40 @@ class LatentRNN(nn.Module):
         return self.split_head(self.head(hidden).float()), state
 
     def step(self, z: torch.Tensor, state: State = None) -> tuple[Params, State]:
-        """One time step: z (B, z) -> params with leading dim B."""
-        params, state = self.forward(z.unsqueeze(1), state)
-        return tuple(p.squeeze(1) for p in params), state
+        """One time step: z (B, z) -> params with leading dim B. Uses lstm_cell directly: for a single step,
+        nn.LSTM's per-call overhead on CPU made it ~50x slower (measured), and dreaming is all single steps."""
+        if state is None:
+            zeros = z.new_zeros(self.config.layers, z.shape[0], self.config.hidden)
+            state = (zeros, zeros)
+        h, c = state
+        x, hs, cs = z, [], []
+        for layer in range(self.config.layers):
+            weights = [getattr(self.lstm, f"{name}_l{layer}") for name in ("weight_ih", "weight_hh", "bias_ih",
+                                                                          "bias_hh")]
+            h_layer, c_layer = torch.lstm_cell(x, (h[layer], c[layer]), *weights)
+            hs.append(h_layer)
+            cs.append(c_layer)
+            x = h_layer
+        return self.split_head(self.head(x).float()), (torch.stack(hs), torch.stack(cs))
 
     @torch.no_grad()
     def rollout(self, z: torch.Tensor, state: State, steps: int, temperature: float,
                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, State]:
-        """Dream `steps` latents after `z` (B, z), feeding each sample back: returns (B, steps, z), state."""
+        """Dream `steps` latents after `z` (B, z), feeding each sample back: returns (B, steps, z), state.
+        The random numbers for all steps are drawn at once: one generator call instead of two per step."""
+        noise = self.draw_noise((steps, *z.shape), generator, z.device)
         dreamed = []
-        for _ in range(steps):
+        for index in range(steps):
             params, state = self.step(z, state)
-            z = self.sample(params, temperature, generator)
+            z = self.sample(params, temperature, noise=tuple(n[index] for n in noise))
             dreamed.append(z)
         return torch.stack(dreamed, 1), state
+
+    def draw_noise(self, shape: tuple[int, ...], generator: torch.Generator | None,
+                   device: torch.device | str = "cpu") -> tuple[torch.Tensor, ...]:
+        """Uniform and normal numbers for `sample`, shaped like the latents it will produce."""
+        return (torch.rand(shape, generator=generator, device=device),
+                torch.randn(shape, generator=generator, device=device))
 
     def split_head(self, out: torch.Tensor) -> Params:
         raise NotImplementedError
@@ -191,7 +212,9 @@ class LatentRNN(nn.Module):
     def mean(self, params: Params) -> torch.Tensor:
         raise NotImplementedError
 
-    def sample(self, params: Params, temperature: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    def sample(self, params: Params, temperature: float, generator: torch.Generator | None = None,
+               noise: tuple[torch.Tensor, ...] | None = None) -> torch.Tensor:
+        """A next latent drawn at `temperature`; `noise` (from draw_noise) replaces drawing from `generator`."""
         raise NotImplementedError
 
 
@@ -217,16 +240,17 @@ class MDNRNN(LatentRNN):
         logits, mu, _ = params
         return (F.softmax(logits, -1) * mu).sum(-1)
 
-    def sample(self, params: Params, temperature: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    def sample(self, params: Params, temperature: float, generator: torch.Generator | None = None,
+               noise: tuple[torch.Tensor, ...] | None = None) -> torch.Tensor:
         """World Models' temperature: logits divided by tau, sigma scaled by sqrt(tau)."""
         logits, mu, log_sigma = params
-        probs = F.softmax(logits / temperature, -1)
-        flat = probs.reshape(-1, probs.shape[-1])
-        choice = torch.multinomial(flat, 1, generator=generator).view(*probs.shape[:-1], 1)
+        uniform, normal = noise or self.draw_noise(mu.shape[:-1], generator, mu.device)
+        # Inverse-CDF pick of a component per dimension: cheaper than torch.multinomial for a small K.
+        cdf = F.softmax(logits / temperature, -1).cumsum(-1)
+        choice = (cdf < uniform.unsqueeze(-1)).sum(-1, keepdim=True).clamp_(max=logits.shape[-1] - 1)
         mu_k = mu.gather(-1, choice).squeeze(-1)
         sigma_k = torch.exp(log_sigma.gather(-1, choice).squeeze(-1)) * math.sqrt(temperature)
-        noise = torch.randn(mu_k.shape, generator=generator, device=mu_k.device)
-        return mu_k + sigma_k * noise
+        return mu_k + sigma_k * normal
 
 
 class RegressionRNN(LatentRNN):
@@ -245,10 +269,11 @@ class RegressionRNN(LatentRNN):
     def mean(self, params: Params) -> torch.Tensor:
         return params[0]
 
-    def sample(self, params: Params, temperature: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    def sample(self, params: Params, temperature: float, generator: torch.Generator | None = None,
+               noise: tuple[torch.Tensor, ...] | None = None) -> torch.Tensor:
         prediction = params[0]
-        uniform = torch.rand(prediction.shape, generator=generator, device=prediction.device) * 2 - 1
-        return prediction + self.config.feed_noise * temperature * uniform
+        uniform = (noise or self.draw_noise(prediction.shape, generator, prediction.device))[0]
+        return prediction + self.config.feed_noise * temperature * (uniform * 2 - 1)
 
 
 VAE_KINDS = {"conv": ConvVAE, "dense": DenseVAE}

@@ -11,6 +11,7 @@ import json
 import math
 import shutil
 import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -25,7 +26,8 @@ from .cache import FrameCache, build_cache
 from .config import RunConfig, make_config
 from .device import autocast, fast_bf16, resolve_device
 from .errors import DreamvidError, Interrupted, UsageError
-from .models import build_rnn, build_vae, encode_frames, frames_to_tensor, tensor_to_frames
+from .models import LatentRNN, VAE, build_rnn, build_vae, encode_frames, frames_to_tensor, tensor_to_frames
+from .video import probe
 
 RUN_FILES = ("config.json", "vae.safetensors", "rnn.safetensors", "latents.safetensors", "log.jsonl",
              "progress.json", "state", "previews")
@@ -58,9 +60,11 @@ def train(sources: str | Path | Sequence[str | Path] = (), out: str | Path = "ru
     else:
         if not sources:
             raise UsageError("no source video given", "pass one or more video files: dreamvid train clip.mp4 -o RUN")
-        _prepare_run_dir(out, force)
+        for source in sources:  # bad sources and settings fail before RUN_DIR is touched, even with --force
+            probe(source)
         config = make_config(preset, size=size, fps=fps, crop=crop, minutes=minutes, vae_epochs=vae_epochs,
                              rnn_epochs=rnn_epochs, batch_size=batch_size, seed=seed)
+        _prepare_run_dir(out, force)
         config.data.sources = [str(Path(s).resolve()) for s in sources]
     job = _Job(out, config, resolve_device(device), progress, on_event, stop)
     return job.run(resume)
@@ -194,7 +198,7 @@ class _Job:
 
     def _warn(self, message: str) -> None:
         from tqdm import tqdm
-        tqdm.write(f"dreamvid: warning: {message}")
+        tqdm.write(f"dreamvid: warning: {message}", file=sys.stderr)  # stderr, as errors are
 
     def _advance(self, stage: str) -> None:
         self.state.update(stage=stage, epoch=0, step=0)
@@ -233,14 +237,9 @@ class _Job:
                 generator = step_generator(self.seed, "vae", epoch, step, device=self.device)
                 rows = train_index[order[step * batch:(step + 1) * batch].numpy()]
                 images = self._batch(frames, rows)
-                with self._autocast():
-                    logits, mu, logvar = vae(images, generator)
-                loss, reconstruction, kl = vae.loss(images, logits, mu, logvar)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+                loss, kl = vae_train_step(vae, optimizer, images, generator, self.use_bf16)
                 self.state["step"] = step + 1
-                meter(loss=loss.item() / images[0].numel(), kl=kl.item())
+                meter(loss=loss / images[0].numel(), kl=kl)
             else:
                 self._end_vae_epoch(optimizer, frames, val_index, meter)
                 continue
@@ -328,14 +327,9 @@ class _Job:
                     generator = step_generator(self.seed, "rnn", epoch, step, device=self.device)
                     inputs = inputs + config.rnn.input_noise * torch.randn(
                         inputs.shape, generator=generator, device=self.device)
-                params, _ = rnn(inputs)
-                loss = rnn.nll(params, targets).mean()
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(rnn.parameters(), config.rnn.grad_clip)
-                optimizer.step()
+                loss = rnn_train_step(rnn, optimizer, inputs, targets)
                 self.state["step"] = step + 1
-                meter(loss=loss.item())
+                meter(loss=loss)
             else:
                 self._log(stage="rnn", epoch=epoch, train_loss=meter.last.get("loss"),
                           val_loss=self._rnn_validation(mu))
@@ -447,6 +441,30 @@ class _Job:
         save_image_grid(self.out / "previews" / "dream.png", [frames[:8], frames[8:]])
         self.rnn.train()
         self.vae.train()
+
+
+def vae_train_step(vae: VAE, optimizer: torch.optim.Optimizer, images: torch.Tensor,
+                   generator: torch.Generator | None, bf16: bool) -> tuple[float, float]:
+    """One optimizer step on a batch of images; returns (loss, kl) as floats."""
+    with autocast(images.device, bf16):
+        logits, mu, logvar = vae(images, generator)
+    loss, _, kl = vae.loss(images, logits, mu, logvar)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.item(), kl.item()
+
+
+def rnn_train_step(rnn: LatentRNN, optimizer: torch.optim.Optimizer, inputs: torch.Tensor,
+                   targets: torch.Tensor) -> float:
+    """One optimizer step on (B, T, z) windows; returns the mean NLL per step."""
+    params, _ = rnn(inputs)
+    loss = rnn.nll(params, targets).mean()
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(rnn.parameters(), rnn.config.grad_clip)
+    optimizer.step()
+    return loss.item()
 
 
 class _Meter:

@@ -1,0 +1,68 @@
+"""Dreaming throughput: RNN sampling + VAE decoding + encoding to H.264, the whole `dreamvid dream` path.
+
+    python benchmarks/bench_dream.py                   # default preset, 64 px, 3000 frames, CPU
+    python benchmarks/bench_dream.py --device cuda --size 128
+
+Speed does not depend on what the weights learned, so the run is made from freshly initialised models.
+"""
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from common import machine, peak_rss_mb
+from dreamvid import checkpoint
+from dreamvid.config import make_config
+from dreamvid.dreaming import load
+from dreamvid.models import build_rnn, build_vae
+
+
+def make_untrained_run(directory: Path, preset: str, size: int, fps: float = 15) -> Path:
+    config = make_config(preset, size=size, fps=fps)
+    config.save(directory / "config.json")
+    checkpoint.save_tensors(directory / "vae.safetensors", build_vae(config.vae).state_dict())
+    checkpoint.save_tensors(directory / "rnn.safetensors", build_rnn(config.rnn, config.vae.z_dim).state_dict())
+    latents = torch.randn(200, config.vae.z_dim)
+    bounds = torch.tensor([[0, 200]])
+    checkpoint.save_tensors(directory / "latents.safetensors", {
+        "mu": latents, "logvar": torch.zeros_like(latents), "sequences": bounds, "train": torch.tensor([[0, 180]]),
+        "val": torch.tensor([[180, 200]])})
+    return directory
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--preset", default="default")
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--frames", type=int, default=3000)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        dreamer = load(make_untrained_run(Path(tmp), args.preset, args.size), device=args.device)
+        print(f"machine: {machine()}; device {dreamer.device}")
+        parts = {}
+        for name, work in (("RNN sampling", lambda: dreamer.session(seed=0).next_latents(args.frames)),
+                           ("VAE decoding", lambda: [dreamer.decode(torch.randn(64, dreamer.config.vae.z_dim))
+                                                     for _ in range(args.frames // 64)])):
+            started = time.perf_counter()
+            work()
+            parts[name] = args.frames / (time.perf_counter() - started)
+        rates = []
+        for repeat in range(args.repeats):
+            started = time.perf_counter()
+            dreamer.dream(frames=args.frames, seed=repeat).save(Path(tmp) / f"d{repeat}.mp4", progress=False)
+            rates.append(args.frames / (time.perf_counter() - started))
+        rates.sort()
+        print(f"{args.preset} {args.size} px: " + ", ".join(f"{k} {v:.0f} frames/s" for k, v in parts.items()))
+        print(f"dream to H.264 mp4 (upscaled to >= 256 px): median {rates[len(rates) // 2]:.0f} frames/s "
+              f"over {args.repeats} runs of {args.frames} frames (all: {', '.join(f'{r:.0f}' for r in rates)}); "
+              f"peak RSS {peak_rss_mb():.0f} MB")
+
+
+if __name__ == "__main__":
+    main()
