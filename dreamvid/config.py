@@ -5,6 +5,7 @@ whatever a `VAEConfig` / `RNNConfig` describes, and a new preset is one entry in
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -24,10 +25,13 @@ class VAEConfig:
     z_dim: int = 32
     channels: tuple[int, ...] = (32, 64, 128, 256)  # conv: one k4 s2 stage each, more stages added above 64 px
     hidden: tuple[int, ...] = (256, 256)     # dense: hidden layer widths (softplus)
-    reconstruction: str = "mse"              # "mse" (sum over pixels) or "bce" (Bernoulli cross-entropy)
+    reconstruction: str = "mse"              # "mse" or "l1" (summed over pixels), "bce" (Bernoulli cross-entropy)
     kl_weight: float = 1.0
     free_bits: float = 0.0                   # KL tolerance per latent dimension, in nats (World Models: 0.5)
     lr: float = 1e-3
+    adversarial_weight: float = 0.0          # > 0: train a patch critic and add its hinge loss (per pixel)
+    adversarial_start: float = 0.3           # share of the VAE stage trained before the critic joins
+    critic_channels: int = 32
 
 
 @dataclass
@@ -168,12 +172,16 @@ def _tiny() -> RunConfig:
 PRESETS = {"default": _default, "worldmodels": _worldmodels, "classic": _classic, "tiny": _tiny}
 
 
-def make_config(preset: str = "default", *, size: int | None = None, fps: float | None = None,
+def make_config(preset: str | RunConfig = "default", *, size: int | None = None, fps: float | None = None,
                 crop: str = "center", **train_overrides: Any) -> RunConfig:
-    """The preset's config with the user's data and training choices applied; None leaves a default."""
-    if preset not in PRESETS:
+    """The preset's config (a name, or a RunConfig to start from, as ablations do) with the user's data and
+    training choices applied; None leaves a default."""
+    if isinstance(preset, RunConfig):
+        config = copy.deepcopy(preset)
+    elif preset in PRESETS:
+        config = PRESETS[preset]()
+    else:
         raise UsageError(f"unknown preset {preset!r}", f"choose one of {', '.join(PRESETS)}")
-    config = PRESETS[preset]()
     size = size or config.data.size
     if size not in SUPPORTED_SIZES:
         raise UsageError(f"--size {size} is not supported", f"use one of {', '.join(map(str, SUPPORTED_SIZES))}")

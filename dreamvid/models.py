@@ -76,6 +76,8 @@ class VAE(nn.Module):
         logits, mu, logvar = logits.float(), mu.float(), logvar.float()
         if self.config.reconstruction == "bce":
             per_pixel = F.binary_cross_entropy_with_logits(logits, images, reduction="none")
+        elif self.config.reconstruction == "l1":
+            per_pixel = (torch.sigmoid(logits) - images).abs()
         else:
             per_pixel = (torch.sigmoid(logits) - images) ** 2
         reconstruction = per_pixel.flatten(1).sum(1).mean()
@@ -150,6 +152,21 @@ def _softplus_stack(widths: list[int]) -> list[nn.Module]:
     for width_in, width_out in zip(widths, widths[1:]):
         layers += [nn.Linear(width_in, width_out), nn.Softplus()]
     return layers
+
+
+class PatchDiscriminator(nn.Module):
+    """A small PatchGAN critic trained from scratch beside the VAE: it scores overlapping patches as real or
+    reconstructed, pushing the decoder toward sharp texture instead of the blur that pixel losses reward."""
+
+    def __init__(self, channels: int = 32):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(3, channels, 4, 2, 1), nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(channels, 2 * channels, 4, 2, 1), nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(2 * channels, 1, 3, 1, 1))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net(images)
 
 
 class LatentRNN(nn.Module):

@@ -20,13 +20,14 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from . import checkpoint
 from .cache import FrameCache, build_cache
 from .config import RunConfig, make_config
 from .device import autocast, fast_bf16, resolve_device
 from .errors import DreamvidError, Interrupted, UsageError
-from .models import LatentRNN, VAE, build_rnn, build_vae, encode_frames, frames_to_tensor, tensor_to_frames
+from .models import LatentRNN, PatchDiscriminator, VAE, build_rnn, build_vae, encode_frames, frames_to_tensor, tensor_to_frames
 from .video import probe
 
 RUN_FILES = ("config.json", "vae.safetensors", "rnn.safetensors", "latents.safetensors", "log.jsonl",
@@ -47,7 +48,7 @@ class Run:
 
 
 def train(sources: str | Path | Sequence[str | Path] = (), out: str | Path = "runs/dream", *,
-          preset: str = "default", size: int | None = None, fps: float | None = None, crop: str = "center",
+          preset: str | RunConfig = "default", size: int | None = None, fps: float | None = None, crop: str = "center",
           minutes: float | None = None, vae_epochs: int | None = None, rnn_epochs: int | None = None,
           batch_size: int | None = None, device: str = "auto", seed: int = 0, resume: bool = False,
           force: bool = False, progress: bool = True, on_event: Callable[[dict], None] | None = None,
@@ -213,10 +214,17 @@ class _Job:
 
     def _train_vae(self, resume: bool) -> None:
         vae, config = self.vae, self.config
-        optimizer = torch.optim.Adam(vae.parameters(), lr=config.vae.lr)
+        self.vae_optimizer = torch.optim.Adam(vae.parameters(), lr=config.vae.lr)
+        self.critic = self.critic_optimizer = None
+        if config.vae.adversarial_weight > 0:
+            self.critic = PatchDiscriminator(config.vae.critic_channels).to(self.device)
+            self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=config.vae.lr, betas=(0.5, 0.9))
         if resume and (self.out / "state" / "vae_optimizer.safetensors").is_file():
             checkpoint.load_weights(vae, self.out / "vae.safetensors")
-            checkpoint.load_optimizer(self.out / "state" / "vae_optimizer.safetensors", optimizer)
+            checkpoint.load_optimizer(self.out / "state" / "vae_optimizer.safetensors", self.vae_optimizer)
+            if self.critic is not None:
+                checkpoint.load_weights(self.critic, self.out / "state" / "critic.safetensors")
+                checkpoint.load_optimizer(self.out / "state" / "critic_optimizer.safetensors", self.critic_optimizer)
         frames = self._frames_tensor()
         train_index = _range_indices(self.cache.split_ranges("train"))
         val_index = _range_indices(self.cache.split_ranges("val"))
@@ -231,30 +239,33 @@ class _Job:
             order = torch.randperm(len(train_index), generator=step_generator(self.seed, "vae", epoch))
             for step in range(start, steps_per_epoch):
                 if self.stop:
-                    self._interrupt(optimizer, "vae")
+                    self._interrupt("vae")
                 if deadline is not None and self._elapsed() >= deadline:
                     break
                 generator = step_generator(self.seed, "vae", epoch, step, device=self.device)
                 rows = train_index[order[step * batch:(step + 1) * batch].numpy()]
                 images = self._batch(frames, rows)
-                loss, kl = vae_train_step(vae, optimizer, images, generator, self.use_bf16)
+                adversarial = self.critic is not None and meter.fraction() >= config.vae.adversarial_start
+                loss, kl = vae_train_step(vae, self.vae_optimizer, images, generator, self.use_bf16,
+                                          self.critic if adversarial else None, self.critic_optimizer,
+                                          config.vae.adversarial_weight)
                 self.state["step"] = step + 1
                 meter(loss=loss / images[0].numel(), kl=kl)
             else:
-                self._end_vae_epoch(optimizer, frames, val_index, meter)
+                self._end_vae_epoch(frames, val_index, meter)
                 continue
             self._log(stage="vae", epoch=self.state["epoch"], partial=True, train_loss=meter.last.get("loss"),
                       val_loss=self._vae_validation(frames, val_index))
             break
-        self._save_vae(optimizer)
+        self._save_vae()
         self._write_reconstruction_preview(frames, val_index)
         meter.close()
 
-    def _end_vae_epoch(self, optimizer, frames, val_index, meter) -> None:
+    def _end_vae_epoch(self, frames, val_index, meter) -> None:
         val = self._vae_validation(frames, val_index)
         self._log(stage="vae", epoch=self.state["epoch"], train_loss=meter.last.get("loss"), val_loss=val)
         self.state.update(epoch=self.state["epoch"] + 1, step=0)
-        self._save_vae(optimizer)
+        self._save_vae()
         self._write_reconstruction_preview(frames, val_index)
 
     @torch.no_grad()
@@ -268,9 +279,12 @@ class _Job:
         self.vae.train()
         return loss
 
-    def _save_vae(self, optimizer) -> None:
+    def _save_vae(self) -> None:
         checkpoint.save_tensors(self.out / "vae.safetensors", self.vae.state_dict())
-        checkpoint.save_optimizer(self.out / "state" / "vae_optimizer.safetensors", optimizer)
+        checkpoint.save_optimizer(self.out / "state" / "vae_optimizer.safetensors", self.vae_optimizer)
+        if self.critic is not None:
+            checkpoint.save_tensors(self.out / "state" / "critic.safetensors", self.critic.state_dict())
+            checkpoint.save_optimizer(self.out / "state" / "critic_optimizer.safetensors", self.critic_optimizer)
         self._save_state()
 
     # --- latents ------------------------------------------------------------------------------------------
@@ -290,7 +304,7 @@ class _Job:
 
     def _train_rnn(self, resume: bool) -> None:
         rnn, config = self.rnn, self.config
-        optimizer = torch.optim.Adam(rnn.parameters(), lr=config.rnn.lr)
+        self.rnn_optimizer = optimizer = torch.optim.Adam(rnn.parameters(), lr=config.rnn.lr)
         if resume and (self.out / "state" / "rnn_optimizer.safetensors").is_file():
             checkpoint.load_weights(rnn, self.out / "rnn.safetensors")
             checkpoint.load_optimizer(self.out / "state" / "rnn_optimizer.safetensors", optimizer)
@@ -317,7 +331,7 @@ class _Job:
             steps = math.ceil(len(starts) / batch)
             for step in range(start, steps):
                 if self.stop:
-                    self._interrupt(optimizer, "rnn")
+                    self._interrupt("rnn")
                 if self.budget_s is not None and self._elapsed() >= self.budget_s:
                     break
                 rows = torch.as_tensor(starts[step * batch:(step + 1) * batch], device=self.device)
@@ -334,13 +348,13 @@ class _Job:
                 self._log(stage="rnn", epoch=epoch, train_loss=meter.last.get("loss"),
                           val_loss=self._rnn_validation(mu))
                 self.state.update(epoch=epoch + 1, step=0)
-                self._save_rnn(optimizer)
+                self._save_rnn()
                 self._write_dream_preview(mu)
                 continue
             self._log(stage="rnn", epoch=epoch, partial=True, train_loss=meter.last.get("loss"),
                       val_loss=self._rnn_validation(mu))
             break
-        self._save_rnn(optimizer)
+        self._save_rnn()
         self._write_dream_preview(mu)
         meter.close()
 
@@ -358,9 +372,9 @@ class _Job:
         self.rnn.train()
         return total / max(count, 1)
 
-    def _save_rnn(self, optimizer) -> None:
+    def _save_rnn(self) -> None:
         checkpoint.save_tensors(self.out / "rnn.safetensors", self.rnn.state_dict())
-        checkpoint.save_optimizer(self.out / "state" / "rnn_optimizer.safetensors", optimizer)
+        checkpoint.save_optimizer(self.out / "state" / "rnn_optimizer.safetensors", self.rnn_optimizer)
         self._save_state()
 
     # --- shared machinery ---------------------------------------------------------------------------------
@@ -390,8 +404,8 @@ class _Job:
             return True
         return deadline is not None and self._elapsed() >= deadline
 
-    def _interrupt(self, optimizer, stage: str) -> None:
-        (self._save_vae if stage == "vae" else self._save_rnn)(optimizer)
+    def _interrupt(self, stage: str) -> None:
+        (self._save_vae if stage == "vae" else self._save_rnn)()
         raise Interrupted(f"training interrupted during the {stage.upper()} stage; progress saved in {self.out}",
                           f"resume with: dreamvid train -o {self.out} --resume")
 
@@ -444,14 +458,32 @@ class _Job:
 
 
 def vae_train_step(vae: VAE, optimizer: torch.optim.Optimizer, images: torch.Tensor,
-                   generator: torch.Generator | None, bf16: bool) -> tuple[float, float]:
-    """One optimizer step on a batch of images; returns (loss, kl) as floats."""
+                   generator: torch.Generator | None, bf16: bool, critic: PatchDiscriminator | None = None,
+                   critic_optimizer: torch.optim.Optimizer | None = None,
+                   adversarial_weight: float = 0.0) -> tuple[float, float]:
+    """One optimizer step on a batch of images (and one for the critic, if any); returns (loss, kl).
+
+    With a critic, the decoder also minimises the critic's hinge score of its reconstructions, weighted per
+    pixel so the term keeps its meaning at every frame size; the critic then learns real from reconstructed."""
     with autocast(images.device, bf16):
         logits, mu, logvar = vae(images, generator)
     loss, _, kl = vae.loss(images, logits, mu, logvar)
+    total = loss
+    if critic is not None:
+        fake = torch.sigmoid(logits.float())
+        with autocast(images.device, bf16):
+            fooling = -critic(fake).float().mean()
+        total = loss + adversarial_weight * images[0].numel() * fooling
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    total.backward()
     optimizer.step()
+    if critic is not None:
+        with autocast(images.device, bf16):
+            real_score, fake_score = critic(images).float(), critic(fake.detach()).float()
+        critic_loss = F.relu(1 - real_score).mean() + F.relu(1 + fake_score).mean()
+        critic_optimizer.zero_grad(set_to_none=True)
+        critic_loss.backward()
+        critic_optimizer.step()
     return loss.item(), kl.item()
 
 
