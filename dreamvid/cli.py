@@ -91,6 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--runs-dir", type=Path, help="folder of runs to list (and where new runs go)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=7860)
+    serve.add_argument("--data-dir", type=Path, help="uploads and the job queue (default ~/.local/share/dreamvid)")
+    serve.add_argument("--max-upload-mb", type=_positive_float, default=2048, help="largest upload accepted")
     return parser
 
 
@@ -134,7 +136,8 @@ def _compare(args: argparse.Namespace) -> None:
 
 def _serve(args: argparse.Namespace) -> None:
     from .serve import serve
-    serve(args.runs, runs_dir=args.runs_dir, host=args.host, port=args.port)
+    serve(args.runs, runs_dir=args.runs_dir, host=args.host, port=args.port, data_dir=args.data_dir,
+          max_upload_bytes=int(args.max_upload_mb * 2 ** 20))
 
 
 VERBS = {"train": _train, "dream": _dream, "demo": _demo, "eval": _eval, "compare": _compare, "serve": _serve}

@@ -23,7 +23,7 @@ from dreamvid.models import build_rnn, build_vae
 from dreamvid.training import _window_starts, minimum_frames
 from synthetic import make_video
 
-TINY = dict(preset="tiny", progress=False)
+TINY = dict(preset="tiny", progress=False, device="cpu")  # determinism is promised on CPU
 
 
 @pytest.fixture(scope="module")
@@ -141,7 +141,7 @@ def test_resume_after_interrupt_equals_an_uninterrupted_run(clip, tiny_run, tmp_
     out = tmp_path / "run"
     with pytest.raises(Interrupted, match="--resume"):
         dreamvid.train(clip, out, vae_epochs=2, rnn_epochs=2, on_event=interrupt_in_stage, stop=stop, **TINY)
-    dreamvid.train(out=out, resume=True, progress=False)
+    dreamvid.train(out=out, resume=True, progress=False, device="cpu")
     _assert_same_weights(tiny_run, out)
 
 

@@ -1,0 +1,446 @@
+"""The studio's server: HTTP API, live dream WebSocket, uploads, the training queue, safety checks.
+
+A real tiny run is trained once per session with the CLI (`python -m dreamvid train --preset tiny`); the stream
+tests dream from it through the real model and decode the JPEG frames the server sends.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from starlette.testclient import TestClient
+
+from synthetic import make_video
+
+from dreamvid.errors import UsageError
+from dreamvid.serve.app import create_app
+from dreamvid.serve.jobs import JobManager
+from dreamvid.serve.runs import safe_name
+from dreamvid.serve.streaming import FRAME_HEADER, DreamerPool, DreamStream
+
+BASE = "http://127.0.0.1"
+WS = "ws://127.0.0.1/ws/dream"
+MUTATE = {"X-Dreamvid": "1"}
+
+
+def train_tiny_run(base: Path) -> Path:
+    """Train (once per test session, shared by the serve test modules) a tiny run at 32 px."""
+    run = base / "serve-tiny-run"
+    if (run / "rnn.safetensors").is_file():
+        return run
+    clip = make_video(base / "serve-clip.mp4", n_frames=72, width=48, height=48, fps=24)
+    result = subprocess.run([sys.executable, "-m", "dreamvid", "train", str(clip), "-o", str(run), "--preset", "tiny",
+                             "--size", "32", "--minutes", "0.15", "--quiet"], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return run
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    return train_tiny_run(tmp_path_factory.getbasetemp())
+
+
+@pytest.fixture
+def client(tiny_run, tmp_path):
+    app = create_app([tiny_run], None, data_dir=tmp_path / "data", max_upload_bytes=5_000_000)
+    with TestClient(app, base_url=BASE) as c:
+        c.app_state = app.state
+        yield c
+
+
+def run_id_of(client) -> str:
+    runs = client.get("/api/runs").json()["runs"]
+    assert len(runs) == 1 and runs[0]["status"] == "ready", runs
+    return runs[0]["id"]
+
+
+class Receiver:
+    """Reads a dream socket: decoded frames with their versions, and JSON events."""
+
+    def __init__(self, ws):
+        self.ws = ws
+        self.events: list[dict] = []
+
+    def frames(self, n: int, timeout: float = 20.0) -> list[tuple[int, int, np.ndarray]]:
+        """The next n frames as (version, number in the dream, BGR image)."""
+        out = []
+        deadline = time.monotonic() + timeout
+        while len(out) < n:
+            assert time.monotonic() < deadline, f"only {len(out)} frames in {timeout} s; events {self.events}"
+            message = self.ws.receive()
+            if message.get("bytes") is not None:
+                _, version, index = FRAME_HEADER.unpack_from(message["bytes"])
+                image = cv2.imdecode(np.frombuffer(message["bytes"][FRAME_HEADER.size:], np.uint8), cv2.IMREAD_COLOR)
+                out.append((version, index, image))
+            elif message.get("text") is not None:
+                self.events.append(json.loads(message["text"]))
+        return out
+
+    def event(self, kind: str, timeout: float = 20.0) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            for i, event in enumerate(self.events):
+                if event["type"] == kind:
+                    return self.events.pop(i)
+            assert time.monotonic() < deadline, f"no {kind!r} event in {timeout} s; events {self.events}"
+            message = self.ws.receive()
+            if message.get("text") is not None:
+                self.events.append(json.loads(message["text"]))
+
+
+# ---------- page, runs, gallery ----------
+
+def test_page_assets_and_security_headers(client):
+    page = client.get("/")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    assert '<canvas id="dream"' in page.text and "/static/app.js" in page.text
+    assert "script-src 'self'" in page.headers["content-security-policy"]
+    assert page.headers["x-content-type-options"] == "nosniff"
+    for asset in ("app.js", "style.css", "index.html"):
+        assert client.get(f"/static/{asset}").status_code == 200
+    assert "http" not in client.get("/static/app.js").text.replace("https:", "")  # no CDN, nothing fetched
+    info = client.get("/api/info").json()
+    assert "tiny" in info["presets"] and 32 in info["sizes"] and info["max_upload_bytes"] == 5_000_000
+
+
+def test_runs_gallery_preview_frames_report_and_dreams(client, tiny_run):
+    rid = run_id_of(client)
+    run = client.get("/api/runs").json()["runs"][0]
+    assert run["name"] == tiny_run.name and run["preset"] == "tiny" and run["size"] == 32
+    preview = client.get(run["preview"])
+    assert preview.status_code == 200 and preview.content[:8] == b"\x89PNG\r\n\x1a\n"
+    frame = client.get(f"/api/runs/{rid}/frames/0")
+    image = cv2.imdecode(np.frombuffer(frame.content, np.uint8), cv2.IMREAD_COLOR)
+    assert frame.headers["content-type"] == "image/jpeg" and image.shape == (32, 32, 3)
+    assert client.get(f"/api/runs/{rid}/frames/100000").status_code == 404
+    assert client.get("/api/runs/notarun/preview").json() == {"error": "no such run"}
+    assert run["report"] is None and client.get(f"/api/runs/{rid}/report").status_code == 404
+    (tiny_run / "eval").mkdir(exist_ok=True)
+    (tiny_run / "eval" / "report.html").write_text("<html><body>report</body></html>")
+    try:
+        run = client.get("/api/runs").json()["runs"][0]
+        report = client.get(run["report"])
+        assert report.status_code == 200 and "report" in report.text
+        assert report.headers["content-security-policy"].startswith("sandbox")
+    finally:
+        (tiny_run / "eval" / "report.html").unlink()
+        (tiny_run / "eval").rmdir()
+    # Recorded dreams are only ever served from RUN_DIR/dreams, by plain names.
+    for bad in ("..%2Fconfig.json", "../config.json", ".hidden.mp4", "config.json"):
+        assert client.get(f"/api/runs/{rid}/dreams/{bad}").status_code == 404
+
+
+# ---------- the live dream ----------
+
+def test_stream_controls_and_recording(client, tiny_run):
+    rid = run_id_of(client)
+    with client.websocket_connect(WS) as ws:
+        rx = Receiver(ws)
+        ws.send_text(json.dumps({"type": "start", "run": rid, "fps": 60, "v": 1}))
+        ready = rx.event("ready")
+        assert ready["size"] == 32 and ready["frames"] > 0 and ready["fps"] > 0
+        frames = rx.frames(12)
+        assert all(image.shape == (32, 32, 3) for _, _, image in frames)
+        assert [index for _, index, _ in frames] == sorted(index for _, index, _ in frames)
+        assert any(np.abs(frames[0][2].astype(int) - image.astype(int)).mean() > 0 for _, _, image in frames[1:])
+
+        # A control that changes the picture: frames after it carry its version.
+        ws.send_text(json.dumps({"type": "set", "temperature": 2.0, "v": 2}))
+        sent = time.monotonic()
+        while rx.frames(1)[0][0] < 2:
+            pass
+        assert time.monotonic() - sent < 2.0
+
+        # Bad controls get a one-line error and the stream goes on.
+        ws.send_text(json.dumps({"type": "set", "temperature": -1}))
+        assert "temperature" in rx.event("error")["message"]
+        ws.send_text("not json")
+        assert rx.event("error")["message"] == "controls must be JSON"
+        ws.send_text(json.dumps({"type": "start", "run": "nope"}))
+        assert "no such run" in rx.event("error")["message"]
+        rx.frames(3)
+
+        ws.send_text(json.dumps({"type": "reseed", "frame_index": 5, "v": 3}))
+        while rx.frames(1)[0][0] < 3:
+            pass
+
+        # Pause: frames stop; play: they come back.
+        ws.send_text(json.dumps({"type": "pause", "paused": True, "v": 4}))
+        time.sleep(0.3)
+        ws.send_text(json.dumps({"type": "pause", "paused": False, "v": 5}))
+        while rx.frames(1)[0][0] < 5:
+            pass
+
+        ws.send_text(json.dumps({"type": "record", "seconds": 0.5}))
+        assert rx.event("recording")["frames"] == 30
+        recorded = rx.event("recorded")
+    path = tiny_run / "dreams" / recorded["name"]
+    try:
+        from dreamvid.video import probe
+        info = probe(path)
+        assert info.width == info.height and info.width >= 256  # upscaled from 32 px
+        download = client.get(recorded["url"])
+        assert download.status_code == 200 and download.content == path.read_bytes()
+        assert download.headers["content-disposition"].startswith("attachment")
+        assert client.get("/api/runs").json()["runs"][0]["dreams"][0]["name"] == recorded["name"]
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def dream_after_reseed(rx: Receiver, version: int, n: int = 12) -> dict[int, bytes]:
+    """Frames of the dream that control `version` restarted, by their number in the dream."""
+    frames: dict[int, bytes] = {}
+    while len(frames) < n:
+        (v, index, image), = rx.frames(1)
+        if v == version:
+            frames[index] = image.tobytes()
+    return frames
+
+
+def test_temperature_changes_the_dream_and_a_seed_replays_it(client):
+    rid = run_id_of(client)
+    with client.websocket_connect(WS) as ws:
+        rx = Receiver(ws)
+        ws.send_text(json.dumps({"type": "start", "run": rid, "fps": 60, "temperature": 0.05, "v": 1}))
+        rx.event("ready")
+        passes = {}
+        for version, temperature in ((2, 0.05), (3, 2.5), (4, 0.05)):
+            ws.send_text(json.dumps({"type": "set", "temperature": temperature}))
+            ws.send_text(json.dumps({"type": "reseed", "seed": 7, "frame_index": 3, "v": version}))
+            passes[version] = dream_after_reseed(rx, version)
+    calm, wild, calm_again = passes[2], passes[3], passes[4]
+    assert min(calm) == 0 and min(wild) == 0
+    same = [i for i in calm if i in calm_again]
+    assert len(same) >= 8 and all(calm[i] == calm_again[i] for i in same)  # a seed replays its dream exactly
+    common = [i for i in calm if i in wild]
+    assert len(common) >= 8 and sum(calm[i] != wild[i] for i in common) >= 0.9 * len(common)
+
+
+def test_slow_client_drops_frames_and_does_not_stall_others(client):
+    rid = run_id_of(client)
+    with client.websocket_connect(WS) as slow, client.websocket_connect(WS) as fast:
+        slow.send_text(json.dumps({"type": "start", "run": rid, "fps": 60}))
+        fast.send_text(json.dumps({"type": "start", "run": rid, "fps": 30}))
+        rx = Receiver(fast)
+        rx.event("ready")
+        rx.frames(3)
+        started = time.monotonic()
+        got = rx.frames(30)  # one second of stream at 30 fps while the other client reads nothing
+        elapsed = time.monotonic() - started
+        assert len(got) == 30 and elapsed < 3.0, elapsed
+
+
+def test_stream_keeps_only_the_newest_frame():
+    """A client that never reads costs one frame of memory: the rest are dropped and counted."""
+
+    class Session:
+        temperature = 1.0
+
+        def next_frames(self, n):
+            return np.zeros((n, 16, 16, 3), np.uint8)
+
+    class Dreamer:
+        fps, size, run_dir, cache = 120.0, 16, Path("."), None
+        latents = {"mu": np.zeros((10, 4))}
+
+        def session(self, temperature=None):
+            return Session()
+
+    stream = DreamStream(DreamerPool(loader=lambda path: Dreamer()), resolve_run=lambda rid: Path("."),
+                         wake=lambda: None)
+    stream.start()
+    try:
+        stream.apply({"type": "start", "run": "x", "fps": 120})
+        time.sleep(0.6)
+        assert stream.produced > 20 and stream.dropped >= stream.produced - 1
+        assert stream.take_frame() is not None and stream.take_frame() is None
+        with pytest.raises(UsageError):
+            stream.apply({"type": "set", "fps": 1e9})
+        with pytest.raises(UsageError):
+            stream.apply({"type": "record", "seconds": 10_000})
+    finally:
+        stream.stop()
+    assert not stream._thread.is_alive()
+
+
+# ---------- uploads and safety ----------
+
+def test_upload_rejects_non_video_oversize_and_foreign_requests(client, tmp_path):
+    uploads = client.app_state.data_dir / "uploads"
+    text = client.post("/api/upload?filename=notes.mp4&preset=tiny&size=32&minutes=0.1", content=b"just text " * 50,
+                       headers=MUTATE)
+    assert text.status_code == 400 and "notes.mp4" in text.json()["error"] and "not a video" in text.json()["error"]
+    assert str(uploads) not in text.json()["error"]  # errors name the user's file, not the server's paths
+    assert "Traceback" not in text.text
+    big = client.post("/api/upload?filename=big.mp4", content=b"\0" * 5_000_001, headers=MUTATE)
+    assert big.status_code == 413 and "limit" in big.json()["error"]
+    assert client.post("/api/upload?filename=x.mp4&preset=nope", content=b"x", headers=MUTATE).status_code == 400
+    assert client.post("/api/upload?filename=x.mp4&size=33", content=b"x", headers=MUTATE).status_code == 400
+    assert client.post("/api/upload?filename=x.mp4&minutes=nan", content=b"x", headers=MUTATE).status_code == 400
+    assert client.post("/api/upload?filename=x.mp4", content=b"", headers=MUTATE).status_code == 400
+    assert list(uploads.iterdir()) == []
+    assert client.get("/api/jobs").json() == {"jobs": []}
+
+    # Cross-site requests: no custom header, a foreign Origin, a foreign Host (DNS rebinding).
+    assert client.post("/api/upload?filename=a.mp4", content=b"x").status_code == 403
+    assert client.post("/api/upload?filename=a.mp4", content=b"x",
+                       headers={**MUTATE, "Origin": "http://evil.example"}).status_code == 403
+    assert client.get("/api/runs", headers={"Host": "evil.example"}).status_code == 403
+    from starlette.websockets import WebSocketDisconnect
+    with pytest.raises(WebSocketDisconnect):
+        with client.websocket_connect(WS, headers={"Origin": "http://evil.example"}) as ws:
+            ws.receive()
+
+
+def test_upload_names_are_sanitised_and_stored_under_the_data_folder(tiny_run, tmp_path):
+    clip = make_video(tmp_path / "clip.mp4", n_frames=8, width=32, height=32)
+    app = create_app([tiny_run], None, data_dir=tmp_path / "data", start_jobs=False)
+    with TestClient(app, base_url=BASE) as c:
+        response = c.post("/api/upload", params={"filename": "../../..\\evil/../x y\u00e9.mp4", "name": "../../etc",
+                                                 "preset": "tiny", "size": "32", "minutes": "0.1"},
+                          content=clip.read_bytes(), headers=MUTATE)
+        assert response.status_code == 201, response.text
+        job = response.json()["job"]
+        assert job["state"] == "queued" and job["name"] == "etc"
+        stored = list((tmp_path / "data" / "uploads").iterdir())
+        assert len(stored) == 1 and stored[0].name.endswith("-x_ye.mp4")
+        (queued,) = app.state.jobs.list()
+        assert Path(queued["out"]).parent == tmp_path / "data" / "runs"
+        assert Path(queued["upload"]).resolve().parent == (tmp_path / "data" / "uploads").resolve()
+    assert safe_name("../../.bashrc") == "bashrc" and safe_name("..") == "upload" and safe_name("a/b\\c.d") == "c.d"
+
+
+# ---------- the training queue ----------
+
+FAKE_TRAINER = textwrap.dedent("""
+    import json, os, signal, sys, time
+    out, seconds, outcome = sys.argv[1], float(sys.argv[2]), sys.argv[3]
+    os.makedirs(out, exist_ok=True)
+    stop = []
+    signal.signal(signal.SIGINT, lambda *a: stop.append(1))
+    t0 = time.time()
+    while time.time() - t0 < seconds:
+        with open(os.path.join(out, "progress.json"), "w") as f:
+            json.dump({"stage": "vae", "fraction": (time.time() - t0) / seconds, "eta_s": 1, "finished": False,
+                       "error": None}, f)
+        with open(os.path.join(out, "log.jsonl"), "a") as f:
+            f.write(json.dumps({"stage": "vae", "step": 1, "train_loss": 1.0, "val_loss": 2.0}) + "\\n")
+        if stop:
+            sys.exit(130)
+        time.sleep(0.05)
+    if outcome == "fail":
+        print("error: the clip has too few frames; use a longer clip", file=sys.stderr)
+        sys.exit(1)
+    open(os.path.join(out, "config.json"), "w").write("{}")
+""")
+
+
+def wait_for(predicate, timeout=15.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def test_job_queue_runs_one_at_a_time_cancels_and_survives_restart(tmp_path):
+    script = tmp_path / "fake_train.py"
+    script.write_text(FAKE_TRAINER)
+    plan = {"a": ("30", "ok"), "b": ("0.3", "fail"), "c": ("0.3", "ok")}
+
+    def command(job):
+        seconds, outcome = plan[job["name"]]
+        return [sys.executable, str(script), job["out"], seconds, outcome]
+
+    data = tmp_path / "data"
+    manager = JobManager(data, command=command, grace_s=5)
+    for name in "abc":
+        manager.submit(upload=tmp_path / "u", out=tmp_path / "runs" / name, source_name=f"{name}.mp4", name=name,
+                       preset="tiny", size=32, minutes=0.1)
+    # Before the worker starts, a "restart" sees the same queue.
+    assert [j["state"] for j in JobManager(data, command=command).list()] == ["queued"] * 3
+    manager.start()
+    try:
+        wait_for(lambda: manager.list()[0]["state"] == "running", what="job a to start")
+        assert [j["state"] for j in manager.list()[1:]] == ["queued", "queued"]
+        wait_for(lambda: (tmp_path / "runs" / "a" / "progress.json").exists(), what="progress")
+        a = manager.list()[0]["id"]
+        started = time.monotonic()
+        manager.cancel(a)  # SIGINT: the trainer saves and exits with 130
+        wait_for(lambda: manager.list()[0]["state"] == "cancelled", what="cancel")
+        assert time.monotonic() - started < 5 and manager.list()[0]["returncode"] == 130
+        wait_for(lambda: all(j["state"] in ("done", "failed") for j in manager.list()[1:]), what="b and c")
+        a_job, b_job, c_job = manager.list()
+        assert b_job["state"] == "failed" and b_job["error"] == "error: the clip has too few frames; use a longer clip"
+        assert c_job["state"] == "done" and c_job["returncode"] == 0
+        assert c_job["started"] >= b_job["finished"] - 0.01  # one at a time
+        with pytest.raises(UsageError):
+            manager.cancel(c_job["id"])
+        with pytest.raises(UsageError):
+            manager.resume(c_job["id"])  # done: nothing to resume
+        (tmp_path / "u").write_bytes(b"video")
+        (tmp_path / "runs" / "b" / "state").mkdir()
+        plan["b"] = ("30", "ok")
+        resumed = manager.resume(b_job["id"])  # failed, with a checkpoint: queued again with --resume
+        assert resumed["state"] == "queued" and resumed["resume"] is True and resumed["error"] is None
+        manager.cancel(b_job["id"])
+        wait_for(lambda: manager.list()[1]["state"] == "cancelled", what="b cancelled again")
+    finally:
+        manager.stop()
+    reloaded = JobManager(data, command=command).list()
+    assert [j["state"] for j in reloaded] == ["cancelled", "cancelled", "done"]
+
+
+def test_jobs_api_progress_curves_and_cancel(tiny_run, tmp_path):
+    script = tmp_path / "fake_train.py"
+    script.write_text(FAKE_TRAINER)
+    clip = make_video(tmp_path / "clip.mp4", n_frames=8, width=32, height=32)
+    app = create_app([tiny_run], None, data_dir=tmp_path / "data",
+                     train_command=lambda job: [sys.executable, str(script), job["out"], "30", "ok"])
+    with TestClient(app, base_url=BASE) as c:
+        job = c.post("/api/upload?filename=clip.mp4&preset=tiny&size=32&minutes=0.1", content=clip.read_bytes(),
+                     headers=MUTATE).json()["job"]
+        wait_for(lambda: (c.get("/api/jobs").json()["jobs"][0]["progress"] or {}).get("stage") == "vae",
+                 what="progress in /api/jobs")
+        wait_for(lambda: c.get(f"/api/jobs/{job['id']}/log").json()["curves"].get("vae", {}).get("val"),
+                 what="curves")
+        curves = c.get(f"/api/jobs/{job['id']}/log").json()["curves"]["vae"]
+        assert curves["train"][0][1] == 1.0 and curves["val"][0][1] == 2.0
+        assert c.post(f"/api/jobs/{job['id']}/cancel").status_code == 403  # no X-Dreamvid header
+        assert c.post(f"/api/jobs/{job['id']}/cancel", headers=MUTATE).status_code == 200
+        wait_for(lambda: c.get("/api/jobs").json()["jobs"][0]["state"] == "cancelled", what="cancelled")
+        assert c.post(f"/api/jobs/{job['id']}/remove", headers=MUTATE).json() == {"ok": True}
+        assert c.get("/api/jobs").json() == {"jobs": []}
+        assert c.post("/api/jobs/nope/cancel", headers=MUTATE).status_code == 404
+
+
+# ---------- serve() ----------
+
+def test_serve_checks_arguments_and_warns_off_loopback(tmp_path, tiny_run, monkeypatch, capsys):
+    from dreamvid.serve import serve
+
+    with pytest.raises(UsageError, match="not a run"):
+        serve([tmp_path], data_dir=tmp_path / "d")
+    with pytest.raises(UsageError, match="does not exist"):
+        serve([tmp_path / "missing"], data_dir=tmp_path / "d")
+    import socket
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        with pytest.raises(UsageError, match="cannot listen"):
+            serve([tiny_run], host="127.0.0.1", port=busy.getsockname()[1], data_dir=tmp_path / "d")
+    import uvicorn
+    calls = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.append(kw))
+    serve([tiny_run], host="0.0.0.0", port=7861, data_dir=tmp_path / "d")
+    assert calls and calls[0]["host"] == "0.0.0.0"
+    assert "warning" in capsys.readouterr().err
+    serve([tiny_run], port=7861, data_dir=tmp_path / "d")
+    assert "warning" not in capsys.readouterr().err
