@@ -11,14 +11,14 @@ import torch
 
 from common import machine, median_rate
 from dreamvid.config import make_config
-from dreamvid.device import fast_bf16, resolve_device
+from dreamvid.device import fast_bf16, place, resolve_device
 from dreamvid.models import build_rnn, build_vae, frames_to_tensor
 from dreamvid.training import rnn_train_step, vae_train_step
 
 
 def vae_rate(preset: str, size: int, device: torch.device, bf16: bool, batch: int, steps: int) -> float:
     config = make_config(preset, size=size)
-    vae = build_vae(config.vae).to(device)
+    vae = place(build_vae(config.vae), device)
     optimizer = torch.optim.Adam(vae.parameters(), lr=config.vae.lr)
     frames = torch.randint(0, 256, (batch, size, size, 3), dtype=torch.uint8)
     images = frames_to_tensor(frames, device)

@@ -14,7 +14,7 @@ import torch
 
 from . import checkpoint
 from .config import RunConfig
-from .device import autocast, fast_bf16, resolve_device
+from .device import autocast, fast_bf16, place, resolve_device
 from .errors import DreamvidError, UsageError
 from .models import LatentRNN, State, VAE, build_rnn, build_vae, encode_frames, tensor_to_frames
 
@@ -62,7 +62,7 @@ class Dreamer:
         if "mu" not in latents or latents["mu"].shape[-1] != config.vae.z_dim:
             raise DreamvidError(f"{run_dir / 'latents.safetensors'} does not fit config.json",
                                 "train the run again")
-        return cls(run_dir, config, vae.to(torch_device).eval(), rnn.to(torch_device).eval(),
+        return cls(run_dir, config, place(vae, torch_device).eval(), rnn.to(torch_device).eval(),
                    latents, torch_device)
 
     # --- properties a caller needs to place frames in time and space -------------------------------------

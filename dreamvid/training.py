@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from . import checkpoint
 from .cache import FrameCache, build_cache
 from .config import RunConfig, make_config
-from .device import autocast, fast_bf16, resolve_device
+from .device import autocast, fast_bf16, place, resolve_device
 from .errors import DreamvidError, Interrupted, UsageError
 from .models import LatentRNN, PatchDiscriminator, VAE, build_rnn, build_vae, encode_frames, frames_to_tensor, tensor_to_frames
 from .video import probe
@@ -159,7 +159,7 @@ class _Job:
         self.cache = self._frame_cache()
         self.config.data.fps = self.cache.fps
         self.config.save(self.out / "config.json")
-        self.vae = build_vae(self.config.vae).to(self.device)
+        self.vae = place(build_vae(self.config.vae), self.device)
         self.rnn = build_rnn(self.config.rnn, self.config.vae.z_dim).to(self.device)
         self.started = time.monotonic() - self.state["elapsed"]
         try:
@@ -217,7 +217,7 @@ class _Job:
         self.vae_optimizer = torch.optim.Adam(vae.parameters(), lr=config.vae.lr)
         self.critic = self.critic_optimizer = None
         if config.vae.adversarial_weight > 0:
-            self.critic = PatchDiscriminator(config.vae.critic_channels).to(self.device)
+            self.critic = place(PatchDiscriminator(config.vae.critic_channels), self.device)
             self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=config.vae.lr, betas=(0.5, 0.9))
         if resume and (self.out / "state" / "vae_optimizer.safetensors").is_file():
             checkpoint.load_weights(vae, self.out / "vae.safetensors")
