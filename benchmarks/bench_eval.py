@@ -10,41 +10,20 @@ Prints seconds per stage, peak RSS and the machine. Run it on a quiet machine.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
-import resource
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dreamvid import evaluation as E  # noqa: E402
 from dreamvid import metrics as M  # noqa: E402
 from dreamvid.footage import ATARI_FPS, atari_frames  # noqa: E402
-
-
-def square(frame: np.ndarray, size: int) -> np.ndarray:
-    h, w = frame.shape[:2]
-    scale = size / min(h, w)
-    nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
-    small = cv2.resize(frame, (nw, nh), interpolation=cv2.INTER_AREA)
-    top, left = (nh - size) // 2, (nw - size) // 2
-    return np.ascontiguousarray(small[top:top + size, left:left + size])
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def machine() -> str:
-    return (f"{platform.platform()}, {platform.processor() or platform.machine()}, "
-            f"os.cpu_count()={os.cpu_count()}, torch threads={torch.get_num_threads()}, python {platform.python_version()}")
+from dreamvid.video import square_frame  # noqa: E402
+from common import machine, peak_rss_mb  # noqa: E402
 
 
 def main() -> None:
@@ -64,7 +43,7 @@ def main() -> None:
             print("stages (s): " + ", ".join(f"{k} {v:.1f}" for k, v in report["timings"].items()))
             return
         t = time.perf_counter()
-        source = np.stack([square(f, args.size) for f in atari_frames("enduro", n_frames=args.source_frames, seed=0)])
+        source = np.stack([square_frame(f, args.size) for f in atari_frames("enduro", n_frames=args.source_frames, seed=0)])
         boundary = len(source) - max(1, int(np.ceil(0.1 * len(source))))
         train, held = source[:boundary], source[boundary:]
         rng = np.random.default_rng(1)

@@ -29,6 +29,7 @@ VARIANTS = {
     "classic": lambda: PRESETS["classic"](),
     "worldmodels": lambda: PRESETS["worldmodels"](),
     "default": lambda: PRESETS["default"](),
+    "default+critic": lambda: _with("default", vae={"adversarial_weight": 0.05}),
     "wm+noise": lambda: _with("worldmodels", rnn={"input_noise": 0.05}),
     "wm+l1": lambda: _with("worldmodels", vae={"reconstruction": "l1"}),
     "wm+critic": lambda: _with("worldmodels", vae={"adversarial_weight": 0.05}),
@@ -36,6 +37,7 @@ VARIANTS = {
     "wm+z64": lambda: _with("worldmodels", vae={"z_dim": 64}),
     "wm+nofreebits": lambda: _with("worldmodels", vae={"free_bits": 0.0}),
     "wm+beta0.5": lambda: _with("worldmodels", vae={"kl_weight": 0.5}),
+    "wm+beta0.1": lambda: _with("worldmodels", vae={"kl_weight": 0.1}),
 }
 
 # (metric group, name, label, target) for the table; targets are issue 4's figures.

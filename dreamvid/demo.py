@@ -59,7 +59,7 @@ def demo(out: str | Path = "demo", *, minutes: float = 4.5, preset: str = "defau
 
 
 def write_preview(dreamer, path: Path, frames: int = PREVIEW_FRAMES, progress: bool = True) -> Path:
-    """Source (ending in its held-out tail) | its VAE reconstruction | a dream primed on the same first frame, side by side."""
+    """Source (ending in its held-out tail) | its VAE reconstruction | a dream primed on the same first frame."""
     from tqdm import tqdm
     from .video import VideoWriter, default_upscale
     cache = dreamer.cache

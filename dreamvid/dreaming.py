@@ -16,7 +16,7 @@ from . import checkpoint
 from .config import RunConfig
 from .device import autocast, fast_bf16, place, resolve_device
 from .errors import DreamvidError, UsageError
-from .models import LatentRNN, State, VAE, build_rnn, build_vae, encode_frames, tensor_to_frames
+from .models import LatentRNN, VAE, build_rnn, build_vae, encode_frames, tensor_to_frames
 
 DECODE_BATCH = 64
 

@@ -14,7 +14,7 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -27,7 +27,8 @@ from .cache import FrameCache, build_cache
 from .config import RunConfig, make_config
 from .device import autocast, fast_bf16, place, resolve_device
 from .errors import DreamvidError, Interrupted, UsageError
-from .models import LatentRNN, PatchDiscriminator, VAE, build_rnn, build_vae, encode_frames, frames_to_tensor, tensor_to_frames
+from .models import (LatentRNN, PatchDiscriminator, VAE, build_rnn, build_vae, encode_frames, frames_to_tensor,
+                     tensor_to_frames)
 from .video import probe
 
 RUN_FILES = ("config.json", "vae.safetensors", "rnn.safetensors", "latents.safetensors", "log.jsonl",

@@ -186,6 +186,11 @@ def _square(frame: av.VideoFrame, size: int, crop: str) -> np.ndarray:
     return square
 
 
+def square_frame(frame: np.ndarray, size: int, crop: str = "center") -> np.ndarray:
+    """One uint8 RGB array resized exactly as read_frames resizes decoded frames."""
+    return _square(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24"), size, crop)
+
+
 def _scaled_size(width: int, height: int, size: int, crop: str) -> tuple[int, int]:
     """Short side = size for "center" (to crop), long side = size for "full" (to letterbox)."""
     if crop == "center":

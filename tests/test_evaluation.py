@@ -13,20 +13,10 @@ from dreamvid import metrics as M
 from dreamvid.errors import UsageError
 from dreamvid.report import HEADLINE
 from dreamvid.footage import atari_frames, packaged_clip
-from dreamvid.video import read_frames
+from dreamvid.video import read_frames, square_frame
 from synthetic import moving_shapes
 
 SIZE = 64
-
-
-def _square(frame: np.ndarray, size: int = SIZE) -> np.ndarray:
-    """Short side to `size` with INTER_AREA, then a centre crop: what video.read_frames does."""
-    h, w = frame.shape[:2]
-    scale = size / min(h, w)
-    nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
-    small = cv2.resize(frame, (nw, nh), interpolation=cv2.INTER_AREA)
-    top, left = (nh - size) // 2, (nw - size) // 2
-    return np.ascontiguousarray(small[top:top + size, left:left + size])
 
 
 def _split(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -166,7 +156,7 @@ def test_score_rejects_bad_input(shapes):
 
 
 def _atari():
-    frames = np.stack([_square(f) for f in atari_frames("enduro", n_frames=400, seed=0)])
+    frames = np.stack([square_frame(f, SIZE) for f in atari_frames("enduro", n_frames=400, seed=0)])
     return frames, 15.0
 
 

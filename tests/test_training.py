@@ -215,3 +215,17 @@ def test_make_config_applies_size_to_model_and_data():
     config = make_config("worldmodels", size=128)
     assert config.vae.size == config.data.size == 128
     assert config.vae.free_bits == 0.5 and config.rnn.gaussians == 5
+
+
+def test_dream_can_be_primed_by_a_clip_or_a_source_frame(tiny_run, clip, tmp_path):
+    from dreamvid.cli import main
+    dreamer = dreamvid.load(tiny_run, device="cpu")
+    by_clip = np.stack(list(dreamer.dream(frames=10, seed=0, prime=clip)))
+    by_frame = np.stack(list(dreamer.dream(frames=10, seed=0, prime_frame=40)))
+    by_other_frame = np.stack(list(dreamer.dream(frames=10, seed=0, prime_frame=5)))
+    assert by_clip.shape == by_frame.shape == (10, 32, 32, 3)
+    assert not np.array_equal(by_frame, by_other_frame)
+    assert main(["dream", str(tiny_run), "--frames", "8", "--prime", str(clip), "-o", str(tmp_path / "p.mp4"),
+                 "--quiet", "--device", "cpu"]) == 0
+    assert main(["dream", str(tiny_run), "--frames", "8", "--prime-frame", "100000", "-o",
+                 str(tmp_path / "q.mp4"), "--quiet"]) == 2
