@@ -9,8 +9,9 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 # Imported on first use so that `import dreamvid` (and `dreamvid --help`) does not pay for torch.
+# (The demo is `dreamvid.demo.demo`: re-exporting it here would clash with its own module's name.)
 _API = {"train": "training", "Run": "training", "load": "dreaming", "Dreamer": "dreaming", "Dream": "dreaming",
-        "demo": "demo", "evaluate": "evaluation", "compare": "evaluation", "make_config": "config",
+        "evaluate": "evaluation", "compare": "evaluation", "make_config": "config",
         "PRESETS": "config", "DreamvidError": "errors", "UsageError": "errors"}
 __all__ = ["__version__", *_API]
 

@@ -497,28 +497,23 @@ def _opt_int(value: Any, name: str) -> int | None:
     return None if value is None or value == "" else _as_int(value, name, minimum=0)
 
 
-def _temperature(value: Any, current: float | None) -> float | None:
+def _in_range(value: Any, current: float | None, name: str, low: float, high: float) -> float | None:
+    """A control's new value, checked against its range; None keeps the current one."""
     if value is None:
         return current
-    t = _as_float(value, "temperature")
-    if not MIN_TEMPERATURE <= t <= MAX_TEMPERATURE:
-        raise UsageError(f"temperature must be between {MIN_TEMPERATURE} and {MAX_TEMPERATURE}, got {t:g}")
-    return t
+    number = _as_float(value, name)
+    if not low <= number <= high:
+        raise UsageError(f"{name} must be between {low:g} and {high:g}, got {number:g}")
+    return number
+
+
+def _temperature(value: Any, current: float | None) -> float | None:
+    return _in_range(value, current, "temperature", MIN_TEMPERATURE, MAX_TEMPERATURE)
 
 
 def _speed(value: Any, current: float) -> float:
-    if value is None:
-        return current
-    s = _as_float(value, "speed")
-    if not 0.05 <= s <= 16:
-        raise UsageError(f"speed must be between 0.05 and 16, got {s:g}")
-    return s
+    return _in_range(value, current, "speed", 0.05, 16)
 
 
 def _fps(value: Any, current: float | None) -> float | None:
-    if value is None:
-        return current
-    f = _as_float(value, "fps")
-    if not MIN_FPS <= f <= MAX_FPS:
-        raise UsageError(f"fps must be between {MIN_FPS:g} and {MAX_FPS:g}, got {f:g}")
-    return f
+    return _in_range(value, current, "fps", MIN_FPS, MAX_FPS)
