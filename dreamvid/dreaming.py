@@ -105,9 +105,7 @@ class Dreamer:
     def stream(self, temperature: float | None = None, seed: int | None = None, frame_index: int | None = None,
                prime: str | Path | None = None) -> Iterator[np.ndarray]:
         """Endless uint8 (S, S, 3) frames."""
-        session = self.session(temperature, seed, frame_index, prime)
-        while True:
-            yield from session.next_frames(DECODE_BATCH // 4)
+        yield from self.session(temperature, seed, frame_index, prime)
 
     def dream(self, frames: int | None = None, seconds: float | None = None, temperature: float | None = None,
               seed: int = 0, prime: str | Path | None = None, prime_frame: int | None = None) -> "Dream":

@@ -35,6 +35,7 @@ RUN_FILES = ("config.json", "vae.safetensors", "rnn.safetensors", "latents.safet
              "progress.json", "state", "previews")
 VAL_SHARE = 0.1
 IN_MEMORY_LIMIT = 2 << 30  # frame caches smaller than this are read into RAM once
+CHECKPOINT_EVERY_S = 20.0
 
 
 @dataclass
@@ -149,6 +150,7 @@ class _Job:
         self.budget_s = None if budget is None else budget * 60
         self.state: dict[str, Any] = {"stage": "vae", "epoch": 0, "step": 0, "elapsed": 0.0}
         self._last_progress_write = 0.0
+        self._last_checkpoint = time.monotonic()
 
     # --- the job -------------------------------------------------------------------------------------------
 
@@ -163,6 +165,7 @@ class _Job:
         self.vae = place(build_vae(self.config.vae), self.device)
         self.rnn = build_rnn(self.config.rnn, self.config.vae.z_dim).to(self.device)
         self.started = time.monotonic() - self.state["elapsed"]
+        self._save_state()  # from here on the folder is a resumable run, even before the first checkpoint
         try:
             with self.stop.installed():
                 if self.state["stage"] == "vae":
@@ -266,8 +269,9 @@ class _Job:
         val = self._vae_validation(frames, val_index)
         self._log(stage="vae", epoch=self.state["epoch"], train_loss=meter.last.get("loss"), val_loss=val)
         self.state.update(epoch=self.state["epoch"] + 1, step=0)
-        self._save_vae()
-        self._write_reconstruction_preview(frames, val_index)
+        if self._checkpoint_due():
+            self._save_vae()
+            self._write_reconstruction_preview(frames, val_index)
 
     @torch.no_grad()
     def _vae_validation(self, frames, val_index: np.ndarray) -> float:
@@ -349,8 +353,9 @@ class _Job:
                 self._log(stage="rnn", epoch=epoch, train_loss=meter.last.get("loss"),
                           val_loss=self._rnn_validation(mu))
                 self.state.update(epoch=epoch + 1, step=0)
-                self._save_rnn()
-                self._write_dream_preview(mu)
+                if self._checkpoint_due():
+                    self._save_rnn()
+                    self._write_dream_preview(mu)
                 continue
             self._log(stage="rnn", epoch=epoch, partial=True, train_loss=meter.last.get("loss"),
                       val_loss=self._rnn_validation(mu))
@@ -396,6 +401,15 @@ class _Job:
 
     def _autocast(self):
         return autocast(self.device, self.use_bf16)
+
+    def _checkpoint_due(self) -> bool:
+        """Checkpoints and previews between epochs at most every CHECKPOINT_EVERY_S: an RNN epoch can be a few
+        steps, and saving after each would cost more than training. Stage ends and Ctrl-C always save."""
+        now = time.monotonic()
+        if now - self._last_checkpoint < CHECKPOINT_EVERY_S:
+            return False
+        self._last_checkpoint = now
+        return True
 
     def _elapsed(self) -> float:
         return time.monotonic() - self.started
