@@ -1,7 +1,9 @@
 """Presets and ablations at equal training time, scored by `dreamvid eval` (issue 4's table).
 
-    python benchmarks/presets.py run enduro default --minutes 10 --frames 10000 -o results   # one cell
-    python benchmarks/presets.py table results > table.md                                     # gather
+    python benchmarks/presets.py grid -o results           # issue 4's table: 4 clips x 3 presets x 10 min
+    python benchmarks/presets.py run enduro wm+gdl --minutes 10 -o results   # one cell (an ablation)
+    python benchmarks/presets.py table results > table.md  # gather whatever cells are done
+    python benchmarks/presets.py strips results docs/results  # source / reconstruction / dream frame strips
 
 `run` trains one variant on one built-in clip (dreamvid.footage) inside the budget and evaluates a dream of
 `--frames` frames; each cell is independent, so cells can run side by side, each pinned to its own 2 cores
@@ -20,9 +22,10 @@ from pathlib import Path
 from dreamvid.config import PRESETS, RunConfig
 
 
-def _with(base: str, vae: dict | None = None, rnn: dict | None = None) -> RunConfig:
+def _with(base: str, vae: dict | None = None, rnn: dict | None = None, train: dict | None = None) -> RunConfig:
     config = PRESETS[base]()
-    return replace(config, vae=replace(config.vae, **(vae or {})), rnn=replace(config.rnn, **(rnn or {})))
+    return replace(config, vae=replace(config.vae, **(vae or {})), rnn=replace(config.rnn, **(rnn or {})),
+                   train=replace(config.train, **(train or {})))
 
 
 VARIANTS = {
@@ -38,12 +41,16 @@ VARIANTS = {
     "wm+nofreebits": lambda: _with("worldmodels", vae={"free_bits": 0.0}),
     "wm+beta0.5": lambda: _with("worldmodels", vae={"kl_weight": 0.5}),
     "wm+beta0.1": lambda: _with("worldmodels", vae={"kl_weight": 0.1}),
+    "wm+means": lambda: _with("worldmodels", rnn={"latents": "means"}),
+    "wm+gdl": lambda: _with("worldmodels", vae={"gradient_weight": 1.0}),
+    "wm+vae0.9": lambda: _with("worldmodels", train={"vae_share": 0.9}),
 }
 
 # (metric group, name, label, target) for the table; targets are issue 4's figures.
 COLUMNS = [
     ("realism", "ratio", "patch realism (x held-out)", "<= 1.5"),
     ("sharpness", "ratio", "sharpness", ">= 0.85"),
+    ("reconstruction", "sharpness_ratio", "VAE recon sharpness", "ceiling"),
     ("copying", "longest_run_frames", "longest replay", "<= 30"),
     ("copying", "copy_share", "copy share", "report"),
     ("motion", "diff_ratio", "frame diff", "0.8-1.25"),
@@ -52,6 +59,19 @@ COLUMNS = [
     ("coverage", "visited_share", "coverage", ">= 0.9"),
     ("drift", "realism_last_over_first", "drift (last/first realism)", "0.9-1.1"),
 ]
+REFERENCES = ("replay", "shuffled", "frozen", "blurred", "texture")
+
+
+def meets(value: float, target: str) -> bool | None:
+    """Whether `value` meets a target written like "<= 1.5", ">= 0.9" or "0.8-1.25"; None: nothing to meet."""
+    if target.startswith("<="):
+        return value <= float(target[2:])
+    if target.startswith(">="):
+        return value >= float(target[2:])
+    if "-" in target:
+        low, high = map(float, target.split("-"))
+        return low <= value <= high
+    return None
 
 
 def run_cell(clip: str, variant: str, minutes: float, frames: int, out: Path, seed: int) -> Path:
@@ -92,17 +112,62 @@ def _value(metrics: dict, group: str, name: str):
     return metrics.get(group, {}).get(name)
 
 
+def _row(clip: str, name: str, metrics: dict, check: bool) -> str:
+    values = []
+    for group, key, _, target in COLUMNS:
+        value = _value(metrics, group, key)
+        if value is None:
+            values.append("n/a")
+            continue
+        text = f"{value:.3g}" if isinstance(value, float) else str(value)
+        values.append(f"**{text}**" if check and meets(float(value), target) is False else text)
+    return f"| {clip} | {name} | " + " | ".join(values) + " |"
+
+
 def table(out: Path) -> str:
+    """Markdown: per clip, the reference dreams (from the first cell's calibration), then every variant.
+    Bold marks a figure that misses issue 4's target."""
     cells = [json.loads(p.read_text()) for p in sorted(out.glob("*/summary.json"))]
-    header = "| clip | variant | " + " | ".join(f"{label} ({target})" for _, _, label, target in COLUMNS) + " |"
+    header = "| clip | dream | " + " | ".join(f"{label} ({target})" for _, _, label, target in COLUMNS) + " |"
     lines = [header, "|" + " --- |" * (len(COLUMNS) + 2)]
-    for cell in cells:
-        values = []
-        for group, name, _, _ in COLUMNS:
-            value = _value(cell["metrics"], group, name)
-            values.append("n/a" if value is None else f"{value:.3g}" if isinstance(value, float) else str(value))
-        lines.append(f"| {cell['clip']} | {cell['variant']} | " + " | ".join(values) + " |")
+    for clip in dict.fromkeys(cell["clip"] for cell in cells):
+        mine = [cell for cell in cells if cell["clip"] == clip]
+        report = json.loads((out / f"{clip}--{mine[0]['variant']}" / "eval" / "report.json").read_text())
+        for name in REFERENCES:
+            lines.append(_row(clip, f"*{name}* (reference)", report["calibration"][name]["metrics"], check=False))
+        for cell in mine:
+            lines.append(_row(clip, f"{cell['variant']} ({cell['minutes']:g} min)", cell["metrics"], check=True))
     return "\n".join(lines)
+
+
+def strips(out: Path, dest: Path, columns: int = 10, every: int = 40) -> list[Path]:
+    """Per cell, a PNG of three rows: source frames (every `every`-th), their VAE reconstructions, and a dream
+    (seed 1) sampled at the same spacing."""
+    import numpy as np
+    import dreamvid
+    from dreamvid.plots import save_image_grid
+    written = []
+    for cell in sorted(p.parent for p in out.glob("*/summary.json")):
+        dreamer = dreamvid.load(cell / "run", device="cpu")
+        frames = dreamer.cache.frames
+        picks = np.linspace(0, len(frames) - 1, columns).astype(int)
+        source = np.asarray(frames[picks])
+        reconstruction = dreamer.decode(dreamer.encode(source)[0])
+        dream = np.stack(list(dreamer.dream(frames=columns * every, seed=1))[every - 1::every])
+        dest.mkdir(parents=True, exist_ok=True)
+        save_image_grid(dest / f"{cell.name.replace('--', '-')}.png", [source, reconstruction, dream])
+        written.append(dest / f"{cell.name.replace('--', '-')}.png")
+    return written
+
+
+def grid(clips: list[str], variants: list[str], minutes: float, frames: int, out: Path, seed: int) -> str:
+    """Every (clip, variant) cell in turn, skipping cells already measured, then the table."""
+    for clip in clips:
+        for variant in variants:
+            if not (out / f"{clip}--{variant}" / "summary.json").is_file():
+                print(f"{time.strftime('%H:%M:%S')} {clip} {variant}: training {minutes:g} min", flush=True)
+                run_cell(clip, variant, minutes, frames, out, seed)
+    return table(out)
 
 
 def main() -> None:
@@ -111,15 +176,27 @@ def main() -> None:
     one = verbs.add_parser("run")
     one.add_argument("clip")
     one.add_argument("variant", choices=list(VARIANTS))
-    one.add_argument("--minutes", type=float, default=10)
-    one.add_argument("--frames", type=int, default=10000)
-    one.add_argument("--seed", type=int, default=0)
-    one.add_argument("-o", "--out", type=Path, default=Path("results"))
+    everything = verbs.add_parser("grid")
+    everything.add_argument("--clips", nargs="+", default=["enduro", "riverraid", "bikes", "carphone"])
+    everything.add_argument("--variants", nargs="+", choices=list(VARIANTS),
+                            default=["classic", "worldmodels", "default"])
     gather = verbs.add_parser("table")
     gather.add_argument("out", type=Path)
+    pictures = verbs.add_parser("strips")
+    pictures.add_argument("out", type=Path)
+    pictures.add_argument("dest", type=Path)
+    for verb in (one, everything):
+        verb.add_argument("--minutes", type=float, default=10)
+        verb.add_argument("--frames", type=int, default=10000)
+        verb.add_argument("--seed", type=int, default=0)
+        verb.add_argument("-o", "--out", type=Path, default=Path("results"))
     args = parser.parse_args()
     if args.verb == "run":
         print(run_cell(args.clip, args.variant, args.minutes, args.frames, args.out, args.seed))
+    elif args.verb == "grid":
+        print(grid(args.clips, args.variants, args.minutes, args.frames, args.out, args.seed))
+    elif args.verb == "strips":
+        print("\n".join(map(str, strips(args.out, args.dest))))
     else:
         print(table(args.out))
 

@@ -335,11 +335,13 @@ def _decode_all(dreamer, z: torch.Tensor, chunk: int = 256) -> np.ndarray:
 
 
 def reconstruction(dreamer, heldout: list[np.ndarray], max_frames: int = 512) -> dict:
-    """PSNR and SSIM of the VAE's reconstructions (decoded means) of held-out frames."""
+    """PSNR, SSIM and sharpness ratio of the VAE's reconstructions (decoded means) of held-out frames.
+    The sharpness ratio is the ceiling for a dream's: dreams are decoded by the same decoder."""
     frames = M.concat(heldout)
     frames = frames[M.evenly(len(frames), max_frames)]
     recon = _decode_all(dreamer, _encode_all(dreamer, frames))
     result = M.psnr_ssim(recon, frames)
+    result["sharpness_ratio"] = M.ratio(float(M.laplacian_var(recon).mean()), float(M.laplacian_var(frames).mean()))
     result["frames"] = int(len(frames))
     return result
 

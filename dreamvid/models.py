@@ -50,6 +50,15 @@ def encode_frames(vae: "VAE", frames: np.ndarray, device: torch.device, bf16: bo
     return torch.cat(mus), torch.cat(logvars)
 
 
+def gradient_difference(images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mathieu et al. 2016's gradient difference loss (alpha 2), summed over pixels, averaged over the batch.
+    A pixel loss pays little for smearing an edge over a few pixels; this pays for every lost step."""
+    loss = images.new_zeros(())
+    for dim in (-1, -2):
+        loss = loss + ((images.diff(dim=dim).abs() - targets.diff(dim=dim).abs()) ** 2).flatten(1).sum(1).mean()
+    return loss
+
+
 class VAE(nn.Module):
     """Shared VAE machinery: reparameterisation and the loss; subclasses define the encoder and decoder."""
 
@@ -81,6 +90,9 @@ class VAE(nn.Module):
         else:
             per_pixel = (torch.sigmoid(logits) - images) ** 2
         reconstruction = per_pixel.flatten(1).sum(1).mean()
+        if self.config.gradient_weight > 0:
+            reconstruction = reconstruction + self.config.gradient_weight * gradient_difference(
+                torch.sigmoid(logits), images)
         kl = (-0.5 * (1 + logvar - mu ** 2 - logvar.exp())).sum(1).mean()
         # World Models' free bits: KL below the tolerance is not penalised, so latents keep their information.
         kl_penalty = torch.clamp(kl, min=self.config.free_bits * self.config.z_dim)

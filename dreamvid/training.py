@@ -329,7 +329,7 @@ class _Job:
             offset = int(torch.randint(seq_len, (1,), generator=epoch_generator))
             starts = _window_starts(train_ranges, seq_len, offset)
             starts = starts[torch.randperm(len(starts), generator=epoch_generator).numpy()]
-            z = mu + torch.exp(0.5 * logvar) * torch.randn(
+            z = mu if config.rnn.latents == "means" else mu + torch.exp(0.5 * logvar) * torch.randn(
                 mu.shape, generator=step_generator(self.seed, "rnn-z", epoch, device=self.device), device=self.device)
             for group in optimizer.param_groups:
                 group["lr"] = config.rnn.lr * config.rnn.lr_decay ** epoch

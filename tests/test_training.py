@@ -229,3 +229,25 @@ def test_dream_can_be_primed_by_a_clip_or_a_source_frame(tiny_run, clip, tmp_pat
                  "--quiet", "--device", "cpu"]) == 0
     assert main(["dream", str(tiny_run), "--frames", "8", "--prime-frame", "100000", "-o",
                  str(tmp_path / "q.mp4"), "--quiet"]) == 2
+
+
+def test_gradient_difference_charges_a_smeared_edge_more_than_the_pixel_loss_does():
+    from dreamvid.models import gradient_difference
+    edge = torch.zeros(1, 3, 16, 16)
+    edge[..., 8:] = 1
+    smeared = edge.clone()
+    smeared[..., 7], smeared[..., 8] = 1 / 3, 2 / 3
+    assert gradient_difference(edge, edge).item() == 0
+    assert gradient_difference(smeared, edge).item() > 2 * ((smeared - edge) ** 2).sum().item()
+
+
+def test_rnn_trained_on_latent_means_keeps_the_vae_and_changes_the_rnn(clip, tiny_run, tmp_path):
+    from dataclasses import replace
+    tiny = PRESETS["tiny"]()
+    config = replace(tiny, rnn=replace(tiny.rnn, latents="means"))
+    dreamvid.train(clip, tmp_path / "means", vae_epochs=2, rnn_epochs=2, **{**TINY, "preset": config})
+    vae_a, vae_b = (checkpoint.load_tensors(run / "vae.safetensors") for run in (tiny_run, tmp_path / "means"))
+    assert all(torch.equal(vae_a[key], vae_b[key]) for key in vae_a)
+    rnn_a, rnn_b = (checkpoint.load_tensors(run / "rnn.safetensors") for run in (tiny_run, tmp_path / "means"))
+    assert not all(torch.equal(rnn_a[key], rnn_b[key]) for key in rnn_a)
+    assert dreamvid.load(tmp_path / "means").config.rnn.latents == "means"
