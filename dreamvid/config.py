@@ -156,7 +156,7 @@ def _classic() -> RunConfig:
 def _default() -> RunConfig:
     # World Models' models with the time budget split by need: at 10 minutes the MDN-RNN's validation NLL
     # bottoms out within half a minute and then overfits, while the VAE still improves at the end of its 6
-    # minutes. Giving the VAE 90% made Enduro dreams 29% closer to held-out frames (docs/results.md). RNN input
+    # minutes. Giving the VAE 90% made Enduro dreams 30% closer to held-out frames (docs/results.md). RNN input
     # noise, a patch critic, L1, a gradient-difference loss, a lower KL weight and an RNN trained on latent
     # means were each measured worse. bf16 autocast and channels_last on CPU change speed, not the recipe.
     return replace(_worldmodels(), preset="default", train=TrainConfig(vae_share=0.9))
