@@ -22,15 +22,15 @@ from pathlib import Path
 from dreamvid.config import PRESETS, RunConfig
 
 
-def _with(base: str, vae: dict | None = None, rnn: dict | None = None, train: dict | None = None) -> RunConfig:
+def _with(base: str, **changes: dict) -> RunConfig:
+    """Preset `base` with some fields of its parts changed, e.g. _with("worldmodels", vae={"z_dim": 64})."""
     config = PRESETS[base]()
-    return replace(config, vae=replace(config.vae, **(vae or {})), rnn=replace(config.rnn, **(rnn or {})),
-                   train=replace(config.train, **(train or {})))
+    return replace(config, **{part: replace(getattr(config, part), **fields) for part, fields in changes.items()})
 
 
 VARIANTS = {
     "classic": lambda: PRESETS["classic"](),
-    "classic@native-fps": lambda: replace(PRESETS["classic"](), data=replace(PRESETS["classic"]().data, fps=None)),
+    "classic@native-fps": lambda: _with("classic", data={"fps": None}),
     "worldmodels": lambda: PRESETS["worldmodels"](),
     "default": lambda: PRESETS["default"](),
     "wm+noise": lambda: _with("worldmodels", rnn={"input_noise": 0.05}),

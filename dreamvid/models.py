@@ -83,16 +83,16 @@ class VAE(nn.Module):
              logvar: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(total, reconstruction, kl), each averaged over the batch and summed over pixels / latents."""
         logits, mu, logvar = logits.float(), mu.float(), logvar.float()
+        decoded = torch.sigmoid(logits)
         if self.config.reconstruction == "bce":
             per_pixel = F.binary_cross_entropy_with_logits(logits, images, reduction="none")
         elif self.config.reconstruction == "l1":
-            per_pixel = (torch.sigmoid(logits) - images).abs()
+            per_pixel = (decoded - images).abs()
         else:
-            per_pixel = (torch.sigmoid(logits) - images) ** 2
+            per_pixel = (decoded - images) ** 2
         reconstruction = per_pixel.flatten(1).sum(1).mean()
         if self.config.gradient_weight > 0:
-            reconstruction = reconstruction + self.config.gradient_weight * gradient_difference(
-                torch.sigmoid(logits), images)
+            reconstruction = reconstruction + self.config.gradient_weight * gradient_difference(decoded, images)
         kl = (-0.5 * (1 + logvar - mu ** 2 - logvar.exp())).sum(1).mean()
         # World Models' free bits: KL below the tolerance is not penalised, so latents keep their information.
         kl_penalty = torch.clamp(kl, min=self.config.free_bits * self.config.z_dim)
