@@ -1,0 +1,87 @@
+"""Dream-time levers on one trained run: temperature, decode->encode re-projection, time-correlated noise.
+
+    python benchmarks/dream_levers.py RUN_DIR --seeds 4 --frames 3008
+
+Each lever dreams `--frames` frames from `--seeds` seeds and is scored by dreamvid's own `evaluation.score`
+against the run's cache; prints mean +- sd over seeds. No retraining: the models are used as trained.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from dreamvid import evaluation  # noqa: E402
+from dreamvid.dreaming import Dreamer, load  # noqa: E402
+from common import machine  # noqa: E402
+
+# name: (temperature, re-project every latent, AR(1) correlation of the sampling noise over time)
+LEVERS = {
+    "t=1.0": (1.0, False, 0.0), "t=0.85": (0.85, False, 0.0), "t=0.7": (0.7, False, 0.0),
+    "reproject t=1.0": (1.0, True, 0.0), "reproject t=0.7": (0.7, True, 0.0),
+    "noise rho=0.5": (1.0, False, 0.5), "noise rho=0.8": (1.0, False, 0.8), "noise rho=0.9": (1.0, False, 0.9),
+}
+KEYS = ("realism", "sharpness", "frame diff", "flow", "flicker", "coverage")
+
+
+def _correlated(noise: torch.Tensor, rho: float) -> torch.Tensor:
+    """AR(1) along time (dim 0) with the same unit variance: each step keeps rho of the last step's noise."""
+    out = noise.clone()
+    for step in range(1, len(out)):
+        out[step] = rho * out[step - 1] + math.sqrt(1 - rho * rho) * noise[step]
+    return out
+
+
+@torch.no_grad()
+def dream(dreamer: Dreamer, frames: int, temperature: float, seed: int, reproject: bool, rho: float) -> np.ndarray:
+    session = dreamer.session(temperature, seed)
+    rnn, vae, z, state = dreamer.rnn, dreamer.vae, session.z, session.state
+    uniform, normal = rnn.draw_noise((frames, *z.shape), session.generator, z.device)
+    if rho > 0:
+        # The component pick gets correlated too, through a correlated normal mapped to a uniform.
+        normal = _correlated(normal, rho)
+        uniform = 0.5 * (1 + torch.erf(_correlated(torch.randn(uniform.shape, generator=session.generator), rho)
+                                       / math.sqrt(2)))
+    latents = []
+    for step in range(frames):
+        params, state = rnn.step(z, state)
+        z = rnn.sample(params, temperature, noise=(uniform[step], normal[step]))
+        if reproject:
+            z = vae.encode(vae.decode(z))[0]
+        latents.append(z)
+    latents = torch.cat(latents)
+    return np.concatenate([dreamer.decode(latents[i:i + 256]) for i in range(0, frames, 256)])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("run", type=Path)
+    parser.add_argument("--seeds", type=int, default=4)
+    parser.add_argument("--frames", type=int, default=3008)
+    parser.add_argument("--levers", nargs="+", choices=list(LEVERS), default=list(LEVERS))
+    args = parser.parse_args()
+    print(machine())
+    dreamer = load(args.run, device="cpu")
+    cache = dreamer.cache
+    source = evaluation.prepare_source(cache.split("train"), cache.split("val"), dreamer.fps)
+    for name in args.levers:
+        rows = []
+        temperature, reproject, rho = LEVERS[name]
+        for seed in range(args.seeds):
+            frames = dream(dreamer, args.frames, temperature, seed, reproject, rho)
+            metrics = evaluation.score(frames, source=source)["metrics"]
+            motion = metrics["motion"]
+            rows.append([metrics["realism"]["ratio"], metrics["sharpness"]["ratio"], motion["diff_ratio"],
+                         motion["flow_ratio"], motion["flicker_ratio"], metrics["coverage"]["visited_share"]])
+        mean, sd = np.mean(rows, 0), np.std(rows, 0)
+        print(f"{name:16s} " + "  ".join(f"{k} {m:.2f} +- {s:.2f}" for k, m, s in zip(KEYS, mean, sd)), flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
