@@ -1,4 +1,5 @@
-"""Dream-time levers on one trained run: temperature, decode->encode re-projection, time-correlated noise.
+"""Dream-time levers on one trained run: temperature, decode->encode re-projection, time-correlated noise,
+which latent is decoded.
 
     python benchmarks/dream_levers.py RUN_DIR --seeds 4 --frames 3008
 
@@ -21,13 +22,19 @@ from dreamvid import evaluation  # noqa: E402
 from dreamvid.dreaming import Dreamer, load  # noqa: E402
 from common import machine  # noqa: E402
 
-# name: (temperature, re-project every latent, AR(1) correlation of the sampling noise over time)
+# name: settings that differ from plain World Models sampling at temperature 1. "reproject": pass every latent
+# through decode->encode; "rho": AR(1) correlation of the sampling noise over time; "decode": which latent
+# becomes the frame while the sample is still what is fed back ("sample", the chosen mixture "component"'s mean
+# with "spread" times its sampled deviation, or the "mixture" mean).
 LEVERS = {
-    "t=1.0": (1.0, False, 0.0), "t=0.85": (0.85, False, 0.0), "t=0.7": (0.7, False, 0.0),
-    "reproject t=1.0": (1.0, True, 0.0), "reproject t=0.7": (0.7, True, 0.0),
-    "noise rho=0.5": (1.0, False, 0.5), "noise rho=0.8": (1.0, False, 0.8), "noise rho=0.9": (1.0, False, 0.9),
+    "t=1.0": {}, "t=0.85": {"temperature": 0.85}, "t=0.7": {"temperature": 0.7},
+    "reproject t=1.0": {"reproject": True}, "reproject t=0.7": {"reproject": True, "temperature": 0.7},
+    "noise rho=0.5": {"rho": 0.5}, "noise rho=0.8": {"rho": 0.8}, "noise rho=0.9": {"rho": 0.9},
+    "decode component": {"decode": "component"}, "decode mixture": {"decode": "mixture"},
+    "decode component+0.3": {"decode": "component", "spread": 0.3},
+    "decode component+0.5": {"decode": "component", "spread": 0.5},
 }
-KEYS = ("realism", "sharpness", "frame diff", "flow", "flicker", "coverage")
+KEYS = ("realism", "sharpness", "frame diff", "flow", "flicker", "coverage", "longest replay")
 
 
 def _correlated(noise: torch.Tensor, rho: float) -> torch.Tensor:
@@ -39,7 +46,8 @@ def _correlated(noise: torch.Tensor, rho: float) -> torch.Tensor:
 
 
 @torch.no_grad()
-def dream(dreamer: Dreamer, frames: int, temperature: float, seed: int, reproject: bool, rho: float) -> np.ndarray:
+def dream(dreamer: Dreamer, frames: int, seed: int, temperature: float = 1.0, reproject: bool = False,
+          rho: float = 0.0, decode: str = "sample", spread: float = 0.0) -> np.ndarray:
     session = dreamer.session(temperature, seed)
     rnn, vae, z, state = dreamer.rnn, dreamer.vae, session.z, session.state
     uniform, normal = rnn.draw_noise((frames, *z.shape), session.generator, z.device)
@@ -48,15 +56,20 @@ def dream(dreamer: Dreamer, frames: int, temperature: float, seed: int, reprojec
         normal = _correlated(normal, rho)
         uniform = 0.5 * (1 + torch.erf(_correlated(torch.randn(uniform.shape, generator=session.generator), rho)
                                        / math.sqrt(2)))
-    latents = []
+    shown = []
     for step in range(frames):
         params, state = rnn.step(z, state)
-        z = rnn.sample(params, temperature, noise=(uniform[step], normal[step]))
+        z, center = rnn.sample_with_center(params, temperature, noise=(uniform[step], normal[step]))
         if reproject:
             z = vae.encode(vae.decode(z))[0]
-        latents.append(z)
-    latents = torch.cat(latents)
-    return np.concatenate([dreamer.decode(latents[i:i + 256]) for i in range(0, frames, 256)])
+        if decode == "component":
+            shown.append(center + spread * (z - center))
+        elif decode == "mixture":
+            shown.append(rnn.mean(params))
+        else:
+            shown.append(z)
+    shown = torch.cat(shown)
+    return np.concatenate([dreamer.decode(shown[i:i + 256]) for i in range(0, frames, 256)])
 
 
 def main() -> None:
@@ -72,13 +85,13 @@ def main() -> None:
     source = evaluation.prepare_source(cache.split("train"), cache.split("val"), dreamer.fps)
     for name in args.levers:
         rows = []
-        temperature, reproject, rho = LEVERS[name]
         for seed in range(args.seeds):
-            frames = dream(dreamer, args.frames, temperature, seed, reproject, rho)
+            frames = dream(dreamer, args.frames, seed, **LEVERS[name])
             metrics = evaluation.score(frames, source=source)["metrics"]
             motion = metrics["motion"]
             rows.append([metrics["realism"]["ratio"], metrics["sharpness"]["ratio"], motion["diff_ratio"],
-                         motion["flow_ratio"], motion["flicker_ratio"], metrics["coverage"]["visited_share"]])
+                         motion["flow_ratio"], motion["flicker_ratio"], metrics["coverage"]["visited_share"],
+                         metrics["copying"]["longest_run_frames"]])
         mean, sd = np.mean(rows, 0), np.std(rows, 0)
         print(f"{name:16s} " + "  ".join(f"{k} {m:.2f} +- {s:.2f}" for k, m, s in zip(KEYS, mean, sd)), flush=True)
 

@@ -45,6 +45,8 @@ VARIANTS = {
     "wm+means": lambda: _with("worldmodels", rnn={"latents": "means"}),
     "wm+gdl": lambda: _with("worldmodels", vae={"gradient_weight": 1.0}),
     "wm+vae0.9": lambda: _with("worldmodels", train={"vae_share": 0.9}),
+    "default+cosine": lambda: _with("default", vae={"lr_schedule": "cosine"}),
+    "default+beta0.25": lambda: _with("default", vae={"kl_weight": 0.25}),
 }
 
 # (metric group, name, label, target) for the table; targets are issue 4's figures.
@@ -52,6 +54,7 @@ COLUMNS = [
     ("realism", "ratio", "patch realism (x held-out)", "<= 1.5"),
     ("sharpness", "ratio", "sharpness", ">= 0.85"),
     ("reconstruction", "sharpness_ratio", "VAE recon sharpness", "ceiling"),
+    ("reconstruction", "realism_ratio", "VAE recon realism", "reference"),
     ("copying", "longest_run_frames", "longest replay", "<= 30"),
     ("copying", "copy_share", "copy share", "report"),
     ("motion", "diff_ratio", "frame diff", "0.8-1.25"),

@@ -184,9 +184,10 @@ class DreamSession:
 
     @torch.no_grad()
     def next_latents(self, n: int) -> torch.Tensor:
-        latents, self.state = self.dreamer.rnn.rollout(self.z, self.state, n, self.temperature, self.generator)
-        self.z = latents[:, -1]
-        return latents[0]
+        """The latents of the next n frames to decode (see RNNConfig.decode_spread)."""
+        shown, self.z, self.state = self.dreamer.rnn.rollout(self.z, self.state, n, self.temperature,
+                                                             self.generator, self.dreamer.config.rnn.decode_spread)
+        return shown[0]
 
     def next_frames(self, n: int) -> np.ndarray:
         """The next n dreamed frames, uint8 (n, S, S, 3)."""

@@ -334,16 +334,17 @@ def _decode_all(dreamer, z: torch.Tensor, chunk: int = 256) -> np.ndarray:
         return np.concatenate([np.asarray(dreamer.decode(z[i:i + chunk])) for i in range(0, len(z), chunk)])
 
 
-def reconstruction(dreamer, heldout: list[np.ndarray], max_frames: int = 512) -> dict:
-    """PSNR, SSIM and sharpness ratio of the VAE's reconstructions (decoded means) of held-out frames.
-    The sharpness ratio is the ceiling for a dream's: dreams are decoded by the same decoder."""
+def reconstruction(dreamer, heldout: list[np.ndarray], max_frames: int = 512) -> tuple[dict, np.ndarray]:
+    """PSNR, SSIM and sharpness ratio of the VAE's reconstructions (decoded means) of held-out frames, and
+    the reconstructions. The sharpness ratio is the ceiling for a dream's: dreams are decoded by the same
+    decoder."""
     frames = M.concat(heldout)
     frames = frames[M.evenly(len(frames), max_frames)]
     recon = _decode_all(dreamer, _encode_all(dreamer, frames))
     result = M.psnr_ssim(recon, frames)
     result["sharpness_ratio"] = M.ratio(float(M.laplacian_var(recon).mean()), float(M.laplacian_var(frames).mean()))
     result["frames"] = int(len(frames))
-    return result
+    return result, recon
 
 
 def _initial_state(rnn, batch: int):
@@ -443,11 +444,13 @@ def _bar(progress: bool, total: int, desc: str):
 
 
 def report_from_frames(dream_frames, train_frames, heldout_frames, fps: float, *, out=None, seed: int = 0,
-                       diversity_dreams=None, model: dict | None = None, meta: dict | None = None,
+                       diversity_dreams=None, model: dict | None = None, reconstructed=None,
+                       meta: dict | None = None,
                        calibration: bool = True, progress: bool = False, timings: dict | None = None,
                        started: float | None = None) -> dict:
     """Score a dream given as arrays, calibrate with the reference dreams, and (if `out`) write
     report.json and report.html there. `model`: extra groups (reconstruction, prediction) to include;
+    `reconstructed`: the VAE's reconstructions of held-out frames, scored for realism beside the dream;
     `timings`/`started` (a time.perf_counter() value): earlier stages to count in the report's timings."""
     timings = dict(timings or {})
     t0 = time.perf_counter()
@@ -463,6 +466,10 @@ def report_from_frames(dream_frames, train_frames, heldout_frames, fps: float, *
     timings["score_s"] = time.perf_counter() - t
     metrics_ = dict(model or {})
     metrics_.update(result["metrics"])
+    if reconstructed is not None and "reconstruction" in metrics_:
+        _, recon_patch = M.patch_distances(_check_frames(reconstructed, "reconstructions", src.side), src.bank,
+                                           seed=seed)
+        metrics_["reconstruction"]["realism_ratio"] = M.ratio(float(recon_patch.mean()), src.heldout_patch)
     cal, ranges = {}, {}
     t = time.perf_counter()
     if calibration:
@@ -523,7 +530,7 @@ def write_outputs(report: dict, out: Path, strips: dict | None = None) -> None:
     write_report(_jsonable(report), out / "report.html", strips=strips)
 
 
-def evaluate(run_dir, *, dream=None, frames: int = 10000, temperature: float | None = 1.0, seed: int = 0,
+def evaluate(run_dir, *, dream=None, frames: int = 10000, temperature: float | None = None, seed: int = 0,
              out=None, progress: bool = True) -> dict:
     """Evaluate a run: generate a `frames`-long dream (or read the video `dream`), score it against the
     run's training and held-out frames, calibrate with reference dreams, add the model's reconstruction,
@@ -591,7 +598,8 @@ def evaluate(run_dir, *, dream=None, frames: int = 10000, temperature: float | N
     t = time.perf_counter()
     if progress:
         print("eval: reconstruction, prediction and diversity on held-out frames", file=sys.stderr)
-    model = {"reconstruction": reconstruction(dreamer, heldout), "prediction": prediction(dreamer, heldout)}
+    recon_metrics, reconstructed = reconstruction(dreamer, heldout)
+    model = {"reconstruction": recon_metrics, "prediction": prediction(dreamer, heldout)}
     import random
 
     seed_frame = int(dreamer.random_frame_index(random.Random(seed)))
@@ -600,7 +608,7 @@ def evaluate(run_dir, *, dream=None, frames: int = 10000, temperature: float | N
     model_s = time.perf_counter() - t
 
     return report_from_frames(dream_frames, train, heldout, fps, out=out, seed=seed, diversity_dreams=diversity,
-                              model=model, meta=meta, progress=progress,
+                              model=model, reconstructed=reconstructed, meta=meta, progress=progress,
                               timings={"dream_s": dream_s, "model_s": model_s}, started=t0)
 
 

@@ -215,16 +215,19 @@ class LatentRNN(nn.Module):
 
     @torch.no_grad()
     def rollout(self, z: torch.Tensor, state: State, steps: int, temperature: float,
-                generator: torch.Generator | None = None) -> tuple[torch.Tensor, State]:
-        """Dream `steps` latents after `z` (B, z), feeding each sample back: returns (B, steps, z), state.
-        The random numbers for all steps are drawn at once: one generator call instead of two per step."""
+                generator: torch.Generator | None = None, decode_spread: float = 1.0
+                ) -> tuple[torch.Tensor, torch.Tensor, State]:
+        """Dream `steps` latents after `z` (B, z), feeding each sample back. Returns the latents to decode,
+        (B, steps, z): each sample's center plus `decode_spread` times its random deviation (1: the samples
+        themselves); the last sample, to feed back next; and the state. The random numbers for all steps are
+        drawn at once: one generator call instead of two per step."""
         noise = self.draw_noise((steps, *z.shape), generator, z.device)
-        dreamed = []
+        shown = []
         for index in range(steps):
             params, state = self.step(z, state)
-            z = self.sample(params, temperature, noise=tuple(n[index] for n in noise))
-            dreamed.append(z)
-        return torch.stack(dreamed, 1), state
+            z, center = self.sample_with_center(params, temperature, noise=tuple(n[index] for n in noise))
+            shown.append(z if decode_spread == 1 else center + decode_spread * (z - center))
+        return torch.stack(shown, 1), z, state
 
     def draw_noise(self, shape: tuple[int, ...], generator: torch.Generator | None,
                    device: torch.device | str = "cpu") -> tuple[torch.Tensor, ...]:
@@ -244,6 +247,11 @@ class LatentRNN(nn.Module):
     def sample(self, params: Params, temperature: float, generator: torch.Generator | None = None,
                noise: tuple[torch.Tensor, ...] | None = None) -> torch.Tensor:
         """A next latent drawn at `temperature`; `noise` (from draw_noise) replaces drawing from `generator`."""
+        return self.sample_with_center(params, temperature, generator, noise)[0]
+
+    def sample_with_center(self, params: Params, temperature: float, generator: torch.Generator | None = None,
+                           noise: tuple[torch.Tensor, ...] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The sample and the point it was drawn around, before its random spread was added."""
         raise NotImplementedError
 
 
@@ -269,9 +277,10 @@ class MDNRNN(LatentRNN):
         logits, mu, _ = params
         return (F.softmax(logits, -1) * mu).sum(-1)
 
-    def sample(self, params: Params, temperature: float, generator: torch.Generator | None = None,
-               noise: tuple[torch.Tensor, ...] | None = None) -> torch.Tensor:
-        """World Models' temperature: logits divided by tau, sigma scaled by sqrt(tau)."""
+    def sample_with_center(self, params: Params, temperature: float, generator: torch.Generator | None = None,
+                           noise: tuple[torch.Tensor, ...] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """World Models' temperature: logits divided by tau, sigma scaled by sqrt(tau). The center is the mean
+        of the picked component."""
         logits, mu, log_sigma = params
         uniform, normal = noise or self.draw_noise(mu.shape[:-1], generator, mu.device)
         # Inverse-CDF pick of a component per dimension: cheaper than torch.multinomial for a small K.
@@ -279,7 +288,7 @@ class MDNRNN(LatentRNN):
         choice = (cdf < uniform.unsqueeze(-1)).sum(-1, keepdim=True).clamp_(max=logits.shape[-1] - 1)
         mu_k = mu.gather(-1, choice).squeeze(-1)
         sigma_k = torch.exp(log_sigma.gather(-1, choice).squeeze(-1)) * math.sqrt(temperature)
-        return mu_k + sigma_k * normal
+        return mu_k + sigma_k * normal, mu_k
 
 
 class RegressionRNN(LatentRNN):
@@ -298,11 +307,11 @@ class RegressionRNN(LatentRNN):
     def mean(self, params: Params) -> torch.Tensor:
         return params[0]
 
-    def sample(self, params: Params, temperature: float, generator: torch.Generator | None = None,
-               noise: tuple[torch.Tensor, ...] | None = None) -> torch.Tensor:
+    def sample_with_center(self, params: Params, temperature: float, generator: torch.Generator | None = None,
+                           noise: tuple[torch.Tensor, ...] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         prediction = params[0]
         uniform = (noise or self.draw_noise(prediction.shape, generator, prediction.device))[0]
-        return prediction + self.config.feed_noise * temperature * (uniform * 2 - 1)
+        return prediction + self.config.feed_noise * temperature * (uniform * 2 - 1), prediction
 
 
 VAE_KINDS = {"conv": ConvVAE, "dense": DenseVAE}

@@ -58,6 +58,8 @@ MODEL_EXPLAIN = {
     "reconstruction.ssim": "SSIM of those reconstructions (1 = identical structure)",
     "reconstruction.sharpness_ratio": "their Laplacian variance over the frames' own: the ceiling on the "
                                       "dream's sharpness, since the same decoder draws every dreamed frame",
+    "reconstruction.realism_ratio": "their patch distance to the training frames over held-out frames' own: "
+                                    "what the dream's realism ratio would be if the RNN's latents were right",
     "prediction.nll": "negative log-likelihood of the true next latent under the RNN's predicted distribution (nats, summed over latent dims); lower is better",
     "prediction.mse": "mean squared error between the RNN's point prediction and the true latent (per latent dim)",
     "prediction.psnr": "PSNR (dB) of the decoded prediction against the true held-out frame",
@@ -354,8 +356,8 @@ def write_report(report: dict, path, *, strips: dict | None = None) -> Path:
         body.append("<h2>The model on held-out footage</h2>")
     if rec:
         body.append('<table><tr><th class="l">reconstruction</th><th>value</th><th class="l">what it means</th></tr>')
-        for k in ("psnr", "ssim", "sharpness_ratio"):
-            if k not in rec:  # reports written before sharpness_ratio existed
+        for k in ("psnr", "ssim", "sharpness_ratio", "realism_ratio"):
+            if k not in rec:  # reports written before these ratios existed
                 continue
             body.append(f'<tr><td class="l">{k.upper().replace("_", " ")}</td><td>{format_value(k, rec.get(k))}</td>'
                         f'<td class="why">{_e(MODEL_EXPLAIN["reconstruction." + k])}</td></tr>')

@@ -247,6 +247,9 @@ class _Job:
                 if deadline is not None and self._elapsed() >= deadline:
                     break
                 generator = step_generator(self.seed, "vae", epoch, step, device=self.device)
+                if config.vae.lr_schedule == "cosine":
+                    for group in self.vae_optimizer.param_groups:
+                        group["lr"] = config.vae.lr * 0.5 * (1 + math.cos(math.pi * meter.fraction()))
                 rows = train_index[order[step * batch:(step + 1) * batch].numpy()]
                 images = self._batch(frames, rows)
                 adversarial = self.critic is not None and meter.fraction() >= config.vae.adversarial_start
@@ -313,6 +316,9 @@ class _Job:
         if resume and (self.out / "state" / "rnn_optimizer.safetensors").is_file():
             checkpoint.load_weights(rnn, self.out / "rnn.safetensors")
             checkpoint.load_optimizer(self.out / "state" / "rnn_optimizer.safetensors", optimizer)
+        self.best_rnn = None
+        if resume and (self.out / "state" / "rnn_best.safetensors").is_file():
+            self.best_rnn = checkpoint.load_tensors(self.out / "state" / "rnn_best.safetensors")
         latents = checkpoint.load_tensors(self.out / "latents.safetensors")
         mu, logvar = latents["mu"].to(self.device), latents["logvar"].to(self.device)
         checkpoint.load_weights(self.vae, self.out / "vae.safetensors")
@@ -342,27 +348,38 @@ class _Job:
                 rows = torch.as_tensor(starts[step * batch:(step + 1) * batch], device=self.device)
                 window = z[rows[:, None] + torch.arange(seq_len + 1, device=self.device)]
                 inputs, targets = window[:, :-1], window[:, 1:]
+                generator = step_generator(self.seed, "rnn", epoch, step, device=self.device)
                 if config.rnn.input_noise > 0:
-                    generator = step_generator(self.seed, "rnn", epoch, step, device=self.device)
                     inputs = inputs + config.rnn.input_noise * torch.randn(
                         inputs.shape, generator=generator, device=self.device)
+                if config.rnn.open_loop > 0:
+                    inputs = with_own_samples(rnn, inputs, config.rnn.open_loop, generator)
                 loss = rnn_train_step(rnn, optimizer, inputs, targets)
                 self.state["step"] = step + 1
                 meter(loss=loss)
             else:
-                self._log(stage="rnn", epoch=epoch, train_loss=meter.last.get("loss"),
-                          val_loss=self._rnn_validation(mu))
+                self._end_rnn_epoch(epoch, meter, mu)
                 self.state.update(epoch=epoch + 1, step=0)
                 if self._checkpoint_due():
                     self._save_rnn()
                     self._write_dream_preview(mu)
                 continue
-            self._log(stage="rnn", epoch=epoch, partial=True, train_loss=meter.last.get("loss"),
-                      val_loss=self._rnn_validation(mu))
+            self._end_rnn_epoch(epoch, meter, mu, partial=True)
             break
+        if self.best_rnn is not None:
+            rnn.load_state_dict(self.best_rnn)
         self._save_rnn()
         self._write_dream_preview(mu)
         meter.close()
+
+    def _end_rnn_epoch(self, epoch: int, meter: "_Meter", mu: torch.Tensor, partial: bool = False) -> None:
+        val = self._rnn_validation(mu)
+        self._log(stage="rnn", epoch=epoch, **({"partial": True} if partial else {}),
+                  train_loss=meter.last.get("loss"), val_loss=val)
+        # On short clips the RNN's held-out NLL bottoms out within seconds, then it memorises the clip.
+        if self.config.rnn.keep_best and val < self.state.get("rnn_best_val", math.inf):
+            self.state["rnn_best_val"] = val
+            self.best_rnn = {k: v.detach().clone() for k, v in self.rnn.state_dict().items()}
 
     @torch.no_grad()
     def _rnn_validation(self, mu: torch.Tensor) -> float:
@@ -381,6 +398,8 @@ class _Job:
     def _save_rnn(self) -> None:
         checkpoint.save_tensors(self.out / "rnn.safetensors", self.rnn.state_dict())
         checkpoint.save_optimizer(self.out / "state" / "rnn_optimizer.safetensors", self.rnn_optimizer)
+        if self.best_rnn is not None:
+            checkpoint.save_tensors(self.out / "state" / "rnn_best.safetensors", self.best_rnn)
         self._save_state()
 
     # --- shared machinery ---------------------------------------------------------------------------------
@@ -464,8 +483,9 @@ class _Job:
         self.vae.eval()
         start, stop = self.cache.split_ranges("val")[0]
         seed_latent = mu[start:start + 1]
-        dreamed, _ = self.rnn.rollout(seed_latent, None, 16, self.config.rnn.temperature,
-                                      step_generator(self.seed, "preview", device=self.device))
+        dreamed, _, _ = self.rnn.rollout(seed_latent, None, 16, self.config.rnn.temperature,
+                                         step_generator(self.seed, "preview", device=self.device),
+                                         self.config.rnn.decode_spread)
         frames = tensor_to_frames(self.vae.decode(dreamed[0]))
         save_image_grid(self.out / "previews" / "dream.png", [frames[:8], frames[8:]])
         self.rnn.train()
@@ -500,6 +520,21 @@ def vae_train_step(vae: VAE, optimizer: torch.optim.Optimizer, images: torch.Ten
         critic_loss.backward()
         critic_optimizer.step()
     return loss.item(), kl.item()
+
+
+@torch.no_grad()
+def with_own_samples(rnn: LatentRNN, inputs: torch.Tensor, share: float, generator: torch.Generator) -> torch.Tensor:
+    """Parallel scheduled sampling (Duckworth et al. 2019): replace about `share` of the input latents (never
+    a window's first) with the RNN's own sample for that step, predicted from the true latents before it, so
+    it learns to continue from its own outputs as it must when dreaming."""
+    rnn.eval()
+    own = rnn.sample(rnn(inputs)[0], 1.0, generator)  # own[:, t] predicts inputs[:, t + 1]
+    rnn.train()
+    replace = torch.rand(inputs.shape[:2], generator=generator, device=inputs.device) < share
+    replace[:, 0] = False
+    mixed = inputs.clone()
+    mixed[:, 1:] = torch.where(replace[:, 1:, None], own[:, :-1], inputs[:, 1:])
+    return mixed
 
 
 def rnn_train_step(rnn: LatentRNN, optimizer: torch.optim.Optimizer, inputs: torch.Tensor,

@@ -81,6 +81,38 @@ def test_mdn_temperature_shrinks_and_widens_the_spread():
     assert spread[0] < spread[1] < spread[2]
 
 
+def test_decode_spread_changes_what_is_shown_never_what_is_fed_back():
+    torch.manual_seed(0)
+    for config in (RNNConfig(kind="mdn", hidden=16, gaussians=3), RNNConfig(kind="regression", feed_noise=0.1)):
+        rnn = build_rnn(config, 4)
+        z = torch.randn(2, 4)
+        shown = {}
+        for spread in (1.0, 0.5, 0.0):
+            shown[spread], last, _ = rnn.rollout(z, None, 12, 1.0, torch.Generator().manual_seed(3), spread)
+            assert torch.equal(last, shown[1.0][:, -1])  # the fed-back sample, whatever the frames show
+        assert not torch.allclose(shown[1.0], shown[0.0])
+        torch.testing.assert_close(shown[0.5], (shown[1.0] + shown[0.0]) / 2)
+        # With spread 0 each frame is the point its sample was drawn around: for the regression RNN, the
+        # prediction from the fed-back history, with none of the feed noise.
+        if config.kind == "regression":
+            fed = torch.cat([z[:, None], shown[1.0][:, :-1]], 1)
+            torch.testing.assert_close(shown[0.0], rnn(fed)[0][0])
+
+
+def test_open_loop_inputs_are_the_rnns_own_samples_where_replaced():
+    from dreamvid.training import with_own_samples
+    torch.manual_seed(0)
+    rnn = build_rnn(RNNConfig(kind="mdn", hidden=16, gaussians=3), 3)
+    inputs = torch.randn(8, 12, 3)
+    mixed = with_own_samples(rnn, inputs, 0.5, torch.Generator().manual_seed(5))
+    own = rnn.sample(rnn(inputs)[0], 1.0, torch.Generator().manual_seed(5))
+    replaced = (mixed != inputs).any(-1)
+    assert not replaced[:, 0].any()  # a window's first latent is always the true one
+    assert 0.3 < replaced[:, 1:].float().mean() < 0.7
+    assert torch.equal(mixed[:, 1:][replaced[:, 1:]], own[:, :-1][replaced[:, 1:]])
+    assert torch.equal(mixed[~replaced], inputs[~replaced])
+
+
 def test_weights_round_trip_gives_identical_outputs(tmp_path):
     vae = build_vae(VAEConfig(size=32, z_dim=8, channels=(8, 8, 8)))
     checkpoint.save_tensors(tmp_path / "vae.safetensors", vae.state_dict())
@@ -251,3 +283,65 @@ def test_rnn_trained_on_latent_means_keeps_the_vae_and_changes_the_rnn(clip, tin
     rnn_a, rnn_b = (checkpoint.load_tensors(run / "rnn.safetensors") for run in (tiny_run, tmp_path / "means"))
     assert not all(torch.equal(rnn_a[key], rnn_b[key]) for key in rnn_a)
     assert dreamvid.load(tmp_path / "means").config.rnn.latents == "means"
+
+
+def _rnn_val_losses(run: Path) -> list[float]:
+    import json
+    return [json.loads(line)["val_loss"] for line in (run / "log.jsonl").read_text().splitlines()
+            if '"rnn"' in line]
+
+
+def test_keep_best_ends_with_the_lowest_validation_epoch_and_survives_resume(clip, tmp_path):
+    from dataclasses import replace
+    tiny = PRESETS["tiny"]()
+    # A learning rate this high makes the held-out NLL bounce, so the best epoch is not the last one.
+    bouncy = replace(tiny, rnn=replace(tiny.rnn, lr=0.05))
+    best = replace(bouncy, rnn=replace(bouncy.rnn, keep_best=True))
+    dreamvid.train(clip, tmp_path / "last", vae_epochs=1, rnn_epochs=8, **{**TINY, "preset": bouncy})
+    dreamvid.train(clip, tmp_path / "best", vae_epochs=1, rnn_epochs=8, **{**TINY, "preset": best})
+    losses = _rnn_val_losses(tmp_path / "best")
+    assert losses == _rnn_val_losses(tmp_path / "last")
+    best_epoch = int(np.argmin(losses))
+    assert best_epoch < len(losses) - 1, losses
+    # Training the same run only up to the best epoch gives exactly the weights keep_best ended with.
+    dreamvid.train(clip, tmp_path / "upto", vae_epochs=1, rnn_epochs=best_epoch + 1,
+                   **{**TINY, "preset": bouncy})
+    _assert_same_weights(tmp_path / "best", tmp_path / "upto")
+    assert not all(torch.equal(a, b) for a, b in zip(_weights(tmp_path / "best").values(),
+                                                    _weights(tmp_path / "last").values()))
+
+    # Interrupted after the best epoch and resumed: the best weights were saved and still win.
+    stop = threading.Event()
+
+    def interrupt_late(event):
+        if event["stage"] == "rnn" and event["epoch"] == len(losses) - 2:
+            stop.set()
+
+    with pytest.raises(Interrupted):
+        dreamvid.train(clip, tmp_path / "resumed", vae_epochs=1, rnn_epochs=8, on_event=interrupt_late, stop=stop,
+                       **{**TINY, "preset": best})
+    dreamvid.train(out=tmp_path / "resumed", resume=True, progress=False, device="cpu")
+    _assert_same_weights(tmp_path / "best", tmp_path / "resumed")
+
+
+def test_a_runs_decode_spread_changes_its_frames_not_its_course(tiny_run):
+    dreamer = dreamvid.load(tiny_run, device="cpu")
+    shown = {}
+    for spread in (1.0, 0.0):
+        dreamer.config.rnn.decode_spread = spread
+        session = dreamer.session(seed=3)
+        shown[spread] = (session.next_frames(16), session.z.clone())
+    assert torch.equal(shown[1.0][1], shown[0.0][1])
+    assert not np.array_equal(shown[1.0][0], shown[0.0][0])
+
+
+def test_cosine_schedule_takes_the_vae_learning_rate_to_nearly_zero(clip, tmp_path):
+    import json
+    from dataclasses import replace
+    from safetensors import safe_open
+    tiny = PRESETS["tiny"]()
+    config = replace(tiny, vae=replace(tiny.vae, lr_schedule="cosine"))
+    dreamvid.train(clip, tmp_path / "run", vae_epochs=4, rnn_epochs=1, **{**TINY, "preset": config})
+    with safe_open(str(tmp_path / "run" / "state" / "vae_optimizer.safetensors"), framework="pt") as handle:
+        last_lr = json.loads(handle.metadata()["param_groups"])[0]["lr"]
+    assert 0 < last_lr < 0.05 * tiny.vae.lr

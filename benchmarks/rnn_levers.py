@@ -1,0 +1,92 @@
+"""RNN levers at a tenth of the cost: retrain only the RNN of finished runs, then score a full dream.
+
+    python benchmarks/rnn_levers.py results/enduro--default results/bikes--default --lever keep-best -o levers
+
+Each RUN cell (from `presets.py run/grid`) keeps its VAE, latents and frame cache; the RNN stage is trained
+again from scratch with the lever's settings inside the same seconds it had (the budget minus the VAE's
+share), and a dream of `--frames` frames is evaluated as `presets.py` does, so the rows compare with its table.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import presets  # noqa: E402
+from common import machine  # noqa: E402
+from dreamvid.config import RunConfig  # noqa: E402
+
+# name: RNNConfig fields changed. "as-trained" retrains with the cell's own settings: the control row.
+LEVERS = {
+    "as-trained": {},
+    "keep-best": {"keep_best": True},
+    "keep-best+noise": {"keep_best": True, "input_noise": 0.1},
+    "spread0.5": {"decode_spread": 0.5},
+    "keep-best+spread0.5": {"keep_best": True, "decode_spread": 0.5},
+    "keep-best+spread0": {"keep_best": True, "decode_spread": 0.0},
+    "keep-best+spread0.5+t0.8": {"keep_best": True, "decode_spread": 0.5, "temperature": 0.8},
+    "keep-best+open0.25+spread0.5": {"keep_best": True, "open_loop": 0.25, "decode_spread": 0.5},
+    "keep-best+open0.5+spread0.5": {"keep_best": True, "open_loop": 0.5, "decode_spread": 0.5},
+}
+
+
+def retrain_rnn(cell: Path, lever: str, out: Path, frames: int, seed: int) -> Path:
+    import dreamvid
+    from dreamvid.evaluation import evaluate
+    source_run, target = cell / "run", out / f"{cell.name}+{lever}"
+    run = target / "run"
+    if target.exists():
+        shutil.rmtree(target)
+    run.mkdir(parents=True)
+    for name in ("vae.safetensors", "latents.safetensors"):
+        shutil.copy2(source_run / name, run / name)
+    (run / "cache").symlink_to((source_run / "cache").resolve())
+    (run / "previews").mkdir()
+    (run / "state").mkdir()
+    config = RunConfig.load(source_run / "config.json")
+    config.rnn = replace(config.rnn, **LEVERS[lever])
+    config.save(run / "config.json")
+    vae_log = [line for line in (source_run / "log.jsonl").read_text().splitlines() if '"vae"' in line]
+    (run / "log.jsonl").write_text("".join(line + "\n" for line in vae_log))
+    # Resume at the start of the RNN stage with the clock where the VAE's share of the budget ended.
+    budget_s = config.train.minutes * 60
+    state = {"stage": "rnn", "epoch": 0, "step": 0, "elapsed": budget_s * config.train.vae_share}
+    (run / "state" / "train_state.json").write_text(json.dumps(state))
+    started = time.monotonic()
+    dreamvid.train(out=run, resume=True, progress=False, device="cpu")
+    trained = time.monotonic() - started
+    report = evaluate(run, frames=frames, seed=seed, out=target / "eval", progress=False)
+    metrics = report["metrics"]
+    metrics.setdefault("drift", {})["realism_last_over_first"] = presets._realism_drift(report)
+    summary = {"clip": cell.name.split("--")[0], "variant": f"{cell.name.split('--')[1]}+{lever}",
+               "minutes": config.train.minutes, "rnn_s": round(trained, 1), "frames": frames, "threads": os.environ.get("OMP_NUM_THREADS"),
+               "metrics": metrics}
+    (target / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
+    return target
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("cells", type=Path, nargs="+", help="finished presets.py cells (CLIP--VARIANT folders)")
+    parser.add_argument("--lever", nargs="+", choices=list(LEVERS), default=["as-trained", "keep-best"])
+    parser.add_argument("-o", "--out", type=Path, default=Path("rnn-levers"))
+    parser.add_argument("--frames", type=int, default=10_000)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    print(machine(), flush=True)
+    for cell in args.cells:
+        for lever in args.lever:
+            target = retrain_rnn(cell, lever, args.out, args.frames, args.seed)
+            print(f"done {target}", flush=True)
+    print(presets.table(args.out))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
