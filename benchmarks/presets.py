@@ -82,7 +82,6 @@ def meets(value: float, target: str) -> bool | None:
 
 def run_cell(clip: str, variant: str, minutes: float, frames: int, out: Path, seed: int) -> Path:
     import dreamvid
-    from dreamvid.evaluation import evaluate
     from dreamvid.footage import footage_path
     cell = out / f"{clip}--{variant}"
     source = footage_path(clip, out / "footage", n_frames=3000)
@@ -90,15 +89,21 @@ def run_cell(clip: str, variant: str, minutes: float, frames: int, out: Path, se
     started = time.monotonic()
     dreamvid.train(source, cell / "run", preset=config, minutes=minutes, seed=seed, force=True, progress=False,
                    device="cpu")
-    trained = time.monotonic() - started
+    score_cell(cell, frames, seed, clip=clip, variant=variant, minutes=minutes,
+               train_s=round(time.monotonic() - started, 1))
+    return cell
+
+
+def score_cell(cell: Path, frames: int, seed: int, **fields) -> None:
+    """`dreamvid eval` of CELL/run on a `frames`-long dream, written with `fields` to CELL/summary.json."""
+    from dreamvid.evaluation import evaluate
+    started = time.monotonic()
     report = evaluate(cell / "run", frames=frames, seed=seed, out=cell / "eval", progress=False)
     metrics = report["metrics"]
     metrics.setdefault("drift", {})["realism_last_over_first"] = _realism_drift(report)
-    summary = {"clip": clip, "variant": variant, "minutes": minutes, "train_s": round(trained, 1),
-               "eval_s": round(time.monotonic() - started - trained, 1), "frames": frames,
+    summary = {**fields, "eval_s": round(time.monotonic() - started, 1), "frames": frames,
                "threads": os.environ.get("OMP_NUM_THREADS"), "metrics": metrics}
     (cell / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
-    return cell
 
 
 def _realism_drift(report: dict) -> float | None:

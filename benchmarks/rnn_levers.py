@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
 import time
@@ -39,7 +38,6 @@ LEVERS = {
 
 def retrain_rnn(cell: Path, lever: str, out: Path, frames: int, seed: int) -> Path:
     import dreamvid
-    from dreamvid.evaluation import evaluate
     source_run, target = cell / "run", out / f"{cell.name}+{lever}"
     run = target / "run"
     if target.exists():
@@ -61,14 +59,9 @@ def retrain_rnn(cell: Path, lever: str, out: Path, frames: int, seed: int) -> Pa
     (run / "state" / "train_state.json").write_text(json.dumps(state))
     started = time.monotonic()
     dreamvid.train(out=run, resume=True, progress=False, device="cpu")
-    trained = time.monotonic() - started
-    report = evaluate(run, frames=frames, seed=seed, out=target / "eval", progress=False)
-    metrics = report["metrics"]
-    metrics.setdefault("drift", {})["realism_last_over_first"] = presets._realism_drift(report)
-    summary = {"clip": cell.name.split("--")[0], "variant": f"{cell.name.split('--')[1]}+{lever}",
-               "minutes": config.train.minutes, "rnn_s": round(trained, 1), "frames": frames, "threads": os.environ.get("OMP_NUM_THREADS"),
-               "metrics": metrics}
-    (target / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
+    presets.score_cell(target, frames, seed, clip=cell.name.split("--")[0],
+                       variant=f"{cell.name.split('--')[1]}+{lever}", minutes=config.train.minutes,
+                       rnn_s=round(time.monotonic() - started, 1))
     return target
 
 

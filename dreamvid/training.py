@@ -348,7 +348,8 @@ class _Job:
                 rows = torch.as_tensor(starts[step * batch:(step + 1) * batch], device=self.device)
                 window = z[rows[:, None] + torch.arange(seq_len + 1, device=self.device)]
                 inputs, targets = window[:, :-1], window[:, 1:]
-                generator = step_generator(self.seed, "rnn", epoch, step, device=self.device)
+                if config.rnn.input_noise > 0 or config.rnn.open_loop > 0:
+                    generator = step_generator(self.seed, "rnn", epoch, step, device=self.device)
                 if config.rnn.input_noise > 0:
                     inputs = inputs + config.rnn.input_noise * torch.randn(
                         inputs.shape, generator=generator, device=self.device)
