@@ -47,6 +47,13 @@ VARIANTS = {
     "wm+vae0.9": lambda: _with("worldmodels", train={"vae_share": 0.9}),
     "default+cosine": lambda: _with("default", vae={"lr_schedule": "cosine"}),
     "default+beta0.25": lambda: _with("default", vae={"kl_weight": 0.25}),
+    "default+beta0.1": lambda: _with("default", vae={"kl_weight": 0.1}),
+    "default+z64": lambda: _with("default", vae={"z_dim": 64}),
+    "default+beta0.03": lambda: _with("default", vae={"kl_weight": 0.03}),
+    "default+refine16": lambda: _with("default", vae={"refine": 16}),
+    "default+refine32": lambda: _with("default", vae={"refine": 32}),
+    "default+lr3e-3": lambda: _with("default", vae={"lr": 3e-3}),
+    "default+z64+beta0.25": lambda: _with("default", vae={"z_dim": 64, "kl_weight": 0.25}),
 }
 
 # (metric group, name, label, target) for the table; targets are issue 4's figures.

@@ -33,12 +33,20 @@ LEVERS = {
     "keep-best+spread0.5+t0.8": {"keep_best": True, "decode_spread": 0.5, "temperature": 0.8},
     "keep-best+open0.25+spread0.5": {"keep_best": True, "open_loop": 0.25, "decode_spread": 0.5},
     "keep-best+open0.5+spread0.5": {"keep_best": True, "open_loop": 0.5, "decode_spread": 0.5},
+    # On top of today's default (best epoch, half the spread), which the cells already have:
+    "gru": {"cell": "gru"},
+    "dropout0.3": {"dropout": 0.3},
+    "dropout0.5": {"dropout": 0.5},
+    "hidden128": {"hidden": 128},
 }
 
 
-def retrain_rnn(cell: Path, lever: str, out: Path, frames: int, seed: int) -> Path:
+def retrain_rnn(cell: Path, lever: str, out: Path, frames: int, seed: int, train_seed: int | None = None) -> Path:
+    """The RNN of `cell` trained again with `lever`'s settings (and `train_seed`, if given, instead of the
+    cell's: the RNN's training-seed spread on a fixed VAE), then scored on a dream of `frames` (`seed`)."""
     import dreamvid
-    source_run, target = cell / "run", out / f"{cell.name}+{lever}"
+    variant = f"{cell.name}+{lever}" + ("" if train_seed is None else f"+rnnseed{train_seed}")
+    source_run, target = cell / "run", out / variant
     run = target / "run"
     if target.exists():
         shutil.rmtree(target)
@@ -50,6 +58,8 @@ def retrain_rnn(cell: Path, lever: str, out: Path, frames: int, seed: int) -> Pa
     (run / "state").mkdir()
     config = RunConfig.load(source_run / "config.json")
     config.rnn = replace(config.rnn, **LEVERS[lever])
+    if train_seed is not None:
+        config.train = replace(config.train, seed=train_seed)
     config.save(run / "config.json")
     vae_log = [line for line in (source_run / "log.jsonl").read_text().splitlines() if '"vae"' in line]
     (run / "log.jsonl").write_text("".join(line + "\n" for line in vae_log))
@@ -60,7 +70,7 @@ def retrain_rnn(cell: Path, lever: str, out: Path, frames: int, seed: int) -> Pa
     started = time.monotonic()
     dreamvid.train(out=run, resume=True, progress=False, device="cpu")
     presets.score_cell(target, frames, seed, clip=cell.name.split("--")[0],
-                       variant=f"{cell.name.split('--')[1]}+{lever}", minutes=config.train.minutes,
+                       variant=variant.split("--")[1], minutes=config.train.minutes,
                        rnn_s=round(time.monotonic() - started, 1))
     return target
 
@@ -71,12 +81,13 @@ def main() -> None:
     parser.add_argument("--lever", nargs="+", choices=list(LEVERS), default=["as-trained", "keep-best"])
     parser.add_argument("-o", "--out", type=Path, default=Path("rnn-levers"))
     parser.add_argument("--frames", type=int, default=10_000)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="the dream's seed")
+    parser.add_argument("--train-seed", type=int, help="train the RNN with this seed instead of the cell's")
     args = parser.parse_args()
     print(machine(), flush=True)
     for cell in args.cells:
         for lever in args.lever:
-            target = retrain_rnn(cell, lever, args.out, args.frames, args.seed)
+            target = retrain_rnn(cell, lever, args.out, args.frames, args.seed, args.train_seed)
             print(f"done {target}", flush=True)
     print(presets.table(args.out))
 

@@ -16,7 +16,7 @@ from torch import nn
 from .config import RNNConfig, VAEConfig
 
 Params = tuple[torch.Tensor, ...]
-State = tuple[torch.Tensor, torch.Tensor] | None
+State = tuple[torch.Tensor, torch.Tensor] | torch.Tensor | None  # LSTM (h, c); GRU h
 LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 
 
@@ -119,12 +119,17 @@ class ConvVAE(VAE):
         self.to_logvar = nn.Linear(flat, config.z_dim)
         self.from_z = nn.Linear(config.z_dim, flat)
         decoder: list[nn.Module] = []
-        outs = widths[-2::-1] + [3]
+        outs = widths[-2::-1] + [config.refine or 3]
         for index, width in enumerate(outs):
             decoder.append(nn.ConvTranspose2d(in_channels, width, 4, 2, 1))
             if index < len(outs) - 1:
                 decoder.append(nn.ReLU(inplace=True))
             in_channels = width
+        if config.refine:
+            # The last transposed convolution draws each output pixel from a 2x2 patch of half-resolution
+            # features; 3x3 convolutions at full resolution let neighbouring pixels agree on thin edges.
+            decoder += [nn.ReLU(inplace=True), nn.Conv2d(config.refine, config.refine, 3, 1, 1),
+                        nn.ReLU(inplace=True), nn.Conv2d(config.refine, 3, 3, 1, 1)]
         self.decoder = nn.Sequential(*decoder)
 
     def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -182,36 +187,50 @@ class PatchDiscriminator(nn.Module):
 
 
 class LatentRNN(nn.Module):
-    """An LSTM over latents; subclasses choose the head and the next-latent distribution."""
+    """An LSTM (or GRU) over latents; subclasses choose the head and the next-latent distribution."""
 
     def __init__(self, config: RNNConfig, z_dim: int, head_width: int):
         super().__init__()
         self.config = config
         self.z_dim = z_dim
-        self.lstm = nn.LSTM(z_dim, config.hidden, config.layers, batch_first=True)
+        recurrent = nn.LSTM if config.cell == "lstm" else nn.GRU
+        # Named for its cell, so run folders written before the GRU existed still load as they are.
+        setattr(self, config.cell, recurrent(z_dim, config.hidden, config.layers, batch_first=True))
         self.head = nn.Linear(config.hidden, head_width)
 
-    def forward(self, z: torch.Tensor, state: State = None) -> tuple[Params, State]:
-        """z (B, T, z) -> params for each next latent (leading dims B, T), final LSTM state."""
-        hidden, state = self.lstm(z, state)
+    @property
+    def recurrent(self) -> nn.LSTM | nn.GRU:
+        return getattr(self, self.config.cell)
+
+    def forward(self, z: torch.Tensor, state: State = None,
+                generator: torch.Generator | None = None) -> tuple[Params, State]:
+        """z (B, T, z) -> params for each next latent (leading dims B, T), final recurrent state. While
+        training with dropout, the mask is drawn from `generator`, so that a resumed run repeats it."""
+        hidden, state = self.recurrent(z, state)
+        if self.training and self.config.dropout > 0:
+            keep = torch.rand(hidden.shape, generator=generator, device=hidden.device) >= self.config.dropout
+            hidden = hidden * keep / (1 - self.config.dropout)
         return self.split_head(self.head(hidden).float()), state
 
     def step(self, z: torch.Tensor, state: State = None) -> tuple[Params, State]:
-        """One time step: z (B, z) -> params with leading dim B. Uses lstm_cell directly: for a single step,
-        nn.LSTM's per-call overhead on CPU made it ~50x slower (measured), and dreaming is all single steps."""
+        """One time step: z (B, z) -> params with leading dim B. Uses the cell functions directly: for a single
+        step, nn.LSTM's per-call overhead on CPU made it ~50x slower (measured), and dreaming is all single steps."""
+        lstm = self.config.cell == "lstm"
         if state is None:
             zeros = z.new_zeros(self.config.layers, z.shape[0], self.config.hidden)
-            state = (zeros, zeros)
-        h, c = state
+            state = (zeros, zeros) if lstm else zeros
         x, hs, cs = z, [], []
         for layer in range(self.config.layers):
-            weights = [getattr(self.lstm, f"{name}_l{layer}") for name in ("weight_ih", "weight_hh", "bias_ih",
-                                                                          "bias_hh")]
-            h_layer, c_layer = torch.lstm_cell(x, (h[layer], c[layer]), *weights)
-            hs.append(h_layer)
-            cs.append(c_layer)
-            x = h_layer
-        return self.split_head(self.head(x).float()), (torch.stack(hs), torch.stack(cs))
+            weights = [getattr(self.recurrent, f"{name}_l{layer}") for name in ("weight_ih", "weight_hh", "bias_ih",
+                                                                               "bias_hh")]
+            if lstm:
+                x, c_layer = torch.lstm_cell(x, (state[0][layer], state[1][layer]), *weights)
+                cs.append(c_layer)
+            else:
+                x = torch.gru_cell(x, state[layer], *weights)
+            hs.append(x)
+        new_state = (torch.stack(hs), torch.stack(cs)) if lstm else torch.stack(hs)
+        return self.split_head(self.head(x).float()), new_state
 
     @torch.no_grad()
     def rollout(self, z: torch.Tensor, state: State, steps: int, temperature: float,

@@ -348,14 +348,15 @@ class _Job:
                 rows = torch.as_tensor(starts[step * batch:(step + 1) * batch], device=self.device)
                 window = z[rows[:, None] + torch.arange(seq_len + 1, device=self.device)]
                 inputs, targets = window[:, :-1], window[:, 1:]
-                if config.rnn.input_noise > 0 or config.rnn.open_loop > 0:
+                generator = None
+                if config.rnn.input_noise > 0 or config.rnn.open_loop > 0 or config.rnn.dropout > 0:
                     generator = step_generator(self.seed, "rnn", epoch, step, device=self.device)
                 if config.rnn.input_noise > 0:
                     inputs = inputs + config.rnn.input_noise * torch.randn(
                         inputs.shape, generator=generator, device=self.device)
                 if config.rnn.open_loop > 0:
                     inputs = with_own_samples(rnn, inputs, config.rnn.open_loop, generator)
-                loss = rnn_train_step(rnn, optimizer, inputs, targets)
+                loss = rnn_train_step(rnn, optimizer, inputs, targets, generator)
                 self.state["step"] = step + 1
                 meter(loss=loss)
             else:
@@ -539,9 +540,10 @@ def with_own_samples(rnn: LatentRNN, inputs: torch.Tensor, share: float, generat
 
 
 def rnn_train_step(rnn: LatentRNN, optimizer: torch.optim.Optimizer, inputs: torch.Tensor,
-                   targets: torch.Tensor) -> float:
-    """One optimizer step on (B, T, z) windows; returns the mean NLL per step."""
-    params, _ = rnn(inputs)
+                   targets: torch.Tensor, generator: torch.Generator | None = None) -> float:
+    """One optimizer step on (B, T, z) windows; returns the mean NLL per step. `generator` draws the
+    dropout mask, if any."""
+    params, _ = rnn(inputs, generator=generator)
     loss = rnn.nll(params, targets).mean()
     optimizer.zero_grad(set_to_none=True)
     loss.backward()

@@ -72,6 +72,56 @@ def test_dense_vae_and_both_rnns_shapes():
         assert rnn.mean(params).shape == rnn.sample(params, 1.0).shape == (3, 7, 6)
 
 
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_single_steps_match_the_sequence_forward(cell):
+    # Dreaming runs the cell functions one step at a time; training runs the whole module over a window.
+    torch.manual_seed(0)
+    rnn = build_rnn(RNNConfig(kind="mdn", cell=cell, hidden=16, layers=2, gaussians=3), 5).eval()
+    z = torch.randn(2, 9, 5)
+    whole, _ = rnn(z)
+    state, steps = None, []
+    for t in range(z.shape[1]):
+        params, state = rnn.step(z[:, t], state)
+        steps.append(params)
+    for index, part in enumerate(whole):
+        torch.testing.assert_close(torch.stack([p[index] for p in steps], 1), part)
+
+
+def test_rnn_dropout_masks_only_while_training_and_repeats_for_a_generator():
+    rnn = build_rnn(RNNConfig(kind="mdn", hidden=32, gaussians=3, dropout=0.5), 4)
+    z = torch.randn(3, 6, 4)
+    rnn.train()
+    first, again = (rnn(z, generator=torch.Generator().manual_seed(7))[0][1] for _ in range(2))
+    other = rnn(z, generator=torch.Generator().manual_seed(8))[0][1]
+    assert torch.equal(first, again) and not torch.equal(first, other)
+    rnn.eval()
+    assert torch.equal(rnn(z)[0][1], rnn(z, generator=torch.Generator().manual_seed(8))[0][1])
+    assert not torch.equal(rnn(z)[0][1], first)
+
+
+def test_gru_with_dropout_resumes_to_the_uninterrupted_result(clip, tmp_path):
+    from dataclasses import replace
+    tiny = PRESETS["tiny"]()
+    config = replace(tiny, rnn=replace(tiny.rnn, cell="gru", dropout=0.3))
+    dreamvid.train(clip, tmp_path / "whole", vae_epochs=1, rnn_epochs=3, **{**TINY, "preset": config})
+    stop, seen = threading.Event(), []
+
+    def interrupt_in_rnn(event):
+        if event["stage"] == "rnn":
+            seen.append(event)
+            if len(seen) == 2:
+                stop.set()
+
+    with pytest.raises(Interrupted):
+        dreamvid.train(clip, tmp_path / "resumed", vae_epochs=1, rnn_epochs=3, on_event=interrupt_in_rnn, stop=stop,
+                       **{**TINY, "preset": config})
+    dreamvid.train(out=tmp_path / "resumed", resume=True, progress=False, device="cpu")
+    _assert_same_weights(tmp_path / "whole", tmp_path / "resumed")
+    assert any(key.startswith("gru.") for key in checkpoint.load_tensors(tmp_path / "whole" / "rnn.safetensors"))
+    frames = dreamvid.load(tmp_path / "resumed", device="cpu").dream(frames=12, seed=1)
+    assert np.asarray(list(frames)).shape == (12, 32, 32, 3)
+
+
 def test_mdn_temperature_shrinks_and_widens_the_spread():
     torch.manual_seed(0)
     rnn = build_rnn(RNNConfig(kind="mdn", hidden=16, gaussians=5), 4)
