@@ -191,7 +191,7 @@ def _default() -> RunConfig:
     #   noise, and showing all of it makes frames flicker (frame difference 1.3-1.4x the source's on the games).
     # - dropout 0.3 on the LSTM's outputs: the best held-out epoch comes later and generalises better; over
     #   two RNN training seeds on four clips it met more of issue 4's figures (24 and 19 of 36, against 20 and
-    #   18 without), and River Raid's realism improved with both seeds (5.9 -> 3.7, 4.6 -> 3.6).
+    #   17 without), and River Raid's realism improved with both seeds (5.9 -> 3.7, 4.6 -> 3.6).
     # RNN input noise, open-loop inputs, a lower temperature, a patch critic, L1, a gradient-difference loss, a
     # lower KL weight, z = 64, a wider decoder, a GRU, a smaller LSTM and an RNN trained on latent means were
     # each measured and not kept.
