@@ -53,7 +53,6 @@ VARIANTS = {
     "default+refine16": lambda: _with("default", vae={"refine": 16}),
     "default+refine32": lambda: _with("default", vae={"refine": 32}),
     "default+lr3e-3": lambda: _with("default", vae={"lr": 3e-3}),
-    "default+z64+beta0.25": lambda: _with("default", vae={"z_dim": 64, "kl_weight": 0.25}),
 }
 
 # (metric group, name, label, target) for the table; targets are issue 4's figures.

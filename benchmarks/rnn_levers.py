@@ -33,10 +33,9 @@ LEVERS = {
     "keep-best+spread0.5+t0.8": {"keep_best": True, "decode_spread": 0.5, "temperature": 0.8},
     "keep-best+open0.25+spread0.5": {"keep_best": True, "open_loop": 0.25, "decode_spread": 0.5},
     "keep-best+open0.5+spread0.5": {"keep_best": True, "open_loop": 0.5, "decode_spread": 0.5},
-    # On top of today's default (best epoch, half the spread), which the cells already have:
+    # On top of the cell's own settings (the 2026-12-01 rows: `default` cells trained before it had dropout):
     "gru": {"cell": "gru"},
     "dropout0.3": {"dropout": 0.3},
-    "dropout0.5": {"dropout": 0.5},
     "hidden128": {"hidden": 128},
 }
 

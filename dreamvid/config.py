@@ -189,9 +189,9 @@ def _default() -> RunConfig:
     #   and on short clips its dreams replay the source (bikes: 76 consecutive frames, 23 with this);
     # - frames show the sample's center plus half its deviation: the MDN's spread is mostly the VAE's posterior
     #   noise, and showing all of it makes frames flicker (frame difference 1.3-1.4x the source's on the games).
-    # - dropout 0.3 on the LSTM's outputs: the best held-out epoch comes later and generalises better; over
-    #   two RNN training seeds on four clips it met more of issue 4's figures (24 and 19 of 36, against 20 and
-    #   17 without), and River Raid's realism improved with both seeds (5.9 -> 3.7, 4.6 -> 3.6).
+    # - dropout 0.3 on the LSTM's outputs: the best held-out epoch comes later; over four RNN training seeds on
+    #   four clips it met more of issue 4's figures on three seeds (20.5 of 36 on average, 19.0 without), and
+    #   River Raid's realism averaged 3.9 against 4.6.
     # RNN input noise, open-loop inputs, a lower temperature, a patch critic, L1, a gradient-difference loss, a
     # lower KL weight, z = 64, a wider decoder, a GRU, a smaller LSTM and an RNN trained on latent means were
     # each measured and not kept.
