@@ -348,9 +348,8 @@ class _Job:
                 rows = torch.as_tensor(starts[step * batch:(step + 1) * batch], device=self.device)
                 window = z[rows[:, None] + torch.arange(seq_len + 1, device=self.device)]
                 inputs, targets = window[:, :-1], window[:, 1:]
-                generator = None
-                if config.rnn.input_noise > 0 or config.rnn.open_loop > 0 or config.rnn.dropout > 0:
-                    generator = step_generator(self.seed, "rnn", epoch, step, device=self.device)
+                needs_random = config.rnn.input_noise > 0 or config.rnn.open_loop > 0 or config.rnn.dropout > 0
+                generator = step_generator(self.seed, "rnn", epoch, step, device=self.device) if needs_random else None
                 if config.rnn.input_noise > 0:
                     inputs = inputs + config.rnn.input_noise * torch.randn(
                         inputs.shape, generator=generator, device=self.device)
