@@ -13,10 +13,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import RNNConfig, VAEConfig
+from .config import TRANSFORMER_HEADS, RNNConfig, VAEConfig
 
 Params = tuple[torch.Tensor, ...]
-State = tuple[torch.Tensor, torch.Tensor] | torch.Tensor | None  # LSTM (h, c); GRU h
+State = tuple[torch.Tensor, torch.Tensor] | torch.Tensor | None  # LSTM (h, c); GRU h; transformer: inputs
 LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 
 
@@ -59,6 +59,26 @@ def gradient_difference(images: torch.Tensor, targets: torch.Tensor) -> torch.Te
     return loss
 
 
+def ssim_loss(images: torch.Tensor, targets: torch.Tensor, side: int = 7, sigma: float = 1.5) -> torch.Tensor:
+    """(1 - SSIM) / 2 per pixel and channel (Gaussian window), summed over pixels, averaged over the batch:
+    on the scale of a summed pixel loss. SSIM compares local contrast and structure, which blur destroys
+    while costing a squared error little."""
+    taps = torch.exp(-0.5 * ((torch.arange(side, device=images.device) - side // 2) / sigma) ** 2)
+    taps = taps / taps.sum()
+    window = (taps[:, None] * taps[None, :]).expand(images.shape[1], 1, side, side).contiguous()
+
+    def blur(x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, window, groups=x.shape[1])
+
+    mean_x, mean_y = blur(images), blur(targets)
+    var_x = blur(images * images) - mean_x ** 2
+    var_y = blur(targets * targets) - mean_y ** 2
+    cov = blur(images * targets) - mean_x * mean_y
+    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    ssim = ((2 * mean_x * mean_y + c1) * (2 * cov + c2)) / ((mean_x ** 2 + mean_y ** 2 + c1) * (var_x + var_y + c2))
+    return ((1 - ssim) / 2).flatten(1).sum(1).mean()
+
+
 class VAE(nn.Module):
     """Shared VAE machinery: reparameterisation and the loss; subclasses define the encoder and decoder."""
 
@@ -79,9 +99,10 @@ class VAE(nn.Module):
         z = mu + torch.exp(0.5 * logvar) * eps
         return self.decode_logits(z), mu, logvar
 
-    def loss(self, images: torch.Tensor, logits: torch.Tensor, mu: torch.Tensor,
-             logvar: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(total, reconstruction, kl), each averaged over the batch and summed over pixels / latents."""
+    def loss(self, images: torch.Tensor, logits: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor,
+             kl_scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(total, reconstruction, kl), each averaged over the batch and summed over pixels / latents; the KL
+        term is weighted by `kl_weight` times `kl_scale` (below 1 while it is annealed in)."""
         logits, mu, logvar = logits.float(), mu.float(), logvar.float()
         decoded = torch.sigmoid(logits)
         if self.config.reconstruction == "bce":
@@ -93,10 +114,12 @@ class VAE(nn.Module):
         reconstruction = per_pixel.flatten(1).sum(1).mean()
         if self.config.gradient_weight > 0:
             reconstruction = reconstruction + self.config.gradient_weight * gradient_difference(decoded, images)
+        if self.config.ssim_weight > 0:
+            reconstruction = reconstruction + self.config.ssim_weight * ssim_loss(decoded, images)
         kl = (-0.5 * (1 + logvar - mu ** 2 - logvar.exp())).sum(1).mean()
         # World Models' free bits: KL below the tolerance is not penalised, so latents keep their information.
         kl_penalty = torch.clamp(kl, min=self.config.free_bits * self.config.z_dim)
-        return reconstruction + self.config.kl_weight * kl_penalty, reconstruction, kl
+        return reconstruction + self.config.kl_weight * kl_scale * kl_penalty, reconstruction, kl
 
 
 class ConvVAE(VAE):
@@ -186,6 +209,83 @@ class PatchDiscriminator(nn.Module):
         return self.net(images)
 
 
+class LayerNormLSTM(nn.Module):
+    """An LSTM with layer-normalised gate inputs and cell output (Ba et al. 2016), for `RNNConfig.cell =
+    "lnlstm"`. Stepped in Python, so it trains slower than nn.LSTM; same (h, c) state layout."""
+
+    def __init__(self, input_size: int, hidden: int, layers: int):
+        super().__init__()
+        self.hidden = hidden
+        self.input_maps = nn.ModuleList(nn.Linear(input_size if layer == 0 else hidden, 4 * hidden, bias=False)
+                                        for layer in range(layers))
+        self.hidden_maps = nn.ModuleList(nn.Linear(hidden, 4 * hidden, bias=False) for _ in range(layers))
+        self.input_norms = nn.ModuleList(nn.LayerNorm(4 * hidden) for _ in range(layers))
+        self.hidden_norms = nn.ModuleList(nn.LayerNorm(4 * hidden) for _ in range(layers))
+        self.cell_norms = nn.ModuleList(nn.LayerNorm(hidden) for _ in range(layers))
+        with torch.no_grad():
+            for norm in self.hidden_norms:
+                norm.bias[hidden:2 * hidden] = 1.0  # forget gates start open, as is usual for LSTMs
+
+    def forward(self, z: torch.Tensor, state: State = None) -> tuple[torch.Tensor, State]:
+        """z (B, T, in) -> outputs (B, T, hidden), final (h, c) with shape (layers, B, hidden) each."""
+        layers = len(self.input_maps)
+        if state is None:
+            zeros = z.new_zeros(layers, z.shape[0], self.hidden)
+            state = (zeros, zeros)
+        x, hs, cs = z, [], []
+        for layer in range(layers):
+            gate_inputs = self.input_norms[layer](self.input_maps[layer](x))  # every step at once
+            h, c = state[0][layer], state[1][layer]
+            outputs = []
+            for t in range(z.shape[1]):
+                gates = gate_inputs[:, t] + self.hidden_norms[layer](self.hidden_maps[layer](h))
+                i, f, g, o = gates.chunk(4, -1)
+                c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+                h = torch.sigmoid(o) * torch.tanh(self.cell_norms[layer](c))
+                outputs.append(h)
+            x = torch.stack(outputs, 1)
+            hs.append(h)
+            cs.append(c)
+        return x, (torch.stack(hs), torch.stack(cs))
+
+
+class CausalTransformer(nn.Module):
+    """A small GPT-style transformer over the last `context` latents, for `RNNConfig.cell = "transformer"`.
+    Its state is the inputs it has seen, at most `context - 1` of them: every output attends to its own input
+    and up to `context - 1` before it, at the positions training windows had, so a dream of any length sees
+    what training showed it."""
+
+    def __init__(self, input_size: int, width: int, layers: int, context: int, heads: int = TRANSFORMER_HEADS):
+        super().__init__()
+        self.context = context
+        self.embed = nn.Linear(input_size, width)
+        self.position = nn.Parameter(torch.randn(context, width) * 0.02)
+        block = nn.TransformerEncoderLayer(width, heads, 4 * width, dropout=0.0, batch_first=True, norm_first=True)
+        self.blocks = nn.TransformerEncoder(block, layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(width)
+        self.register_buffer("mask", nn.Transformer.generate_square_subsequent_mask(context), persistent=False)
+
+    def _run(self, seq: torch.Tensor) -> torch.Tensor:
+        length = seq.shape[1]
+        hidden = self.embed(seq) + self.position[:length]
+        return self.norm(self.blocks(hidden, mask=self.mask[:length, :length], is_causal=True))
+
+    def forward(self, z: torch.Tensor, state: State = None) -> tuple[torch.Tensor, State]:
+        """z (B, T, in) -> outputs (B, T, width), and the last `context - 1` inputs as the state."""
+        seq = z if state is None else torch.cat([state, z], 1)
+        steps = z.shape[1]
+        if seq.shape[1] <= self.context:
+            outputs = self._run(seq)[:, -steps:]
+        else:
+            # Longer than a window: the first context - 1 outputs from one window, each later one from the
+            # window that ends at it.
+            head = self._run(seq[:, :self.context - 1])
+            windows = seq.unfold(1, self.context, 1).permute(0, 1, 3, 2)  # (B, N, context, in)
+            tails = self._run(windows.flatten(0, 1))[:, -1].view(seq.shape[0], -1, head.shape[-1])
+            outputs = torch.cat([head, tails], 1)[:, -steps:]
+        return outputs, seq[:, max(0, seq.shape[1] - (self.context - 1)):]
+
+
 class LatentRNN(nn.Module):
     """An LSTM (or GRU) over latents; subclasses choose the head and the next-latent distribution."""
 
@@ -193,13 +293,19 @@ class LatentRNN(nn.Module):
         super().__init__()
         self.config = config
         self.z_dim = z_dim
-        recurrent = nn.LSTM if config.cell == "lstm" else nn.GRU
+        if config.cell == "transformer":
+            recurrent = CausalTransformer(z_dim, config.hidden, config.layers, config.seq_len)
+        elif config.cell == "lnlstm":
+            recurrent = LayerNormLSTM(z_dim, config.hidden, config.layers)
+        else:
+            recurrent = (nn.LSTM if config.cell == "lstm" else nn.GRU)(z_dim, config.hidden, config.layers,
+                                                                       batch_first=True)
         # Named for its cell, so run folders written before the GRU existed still load as they are.
-        setattr(self, config.cell, recurrent(z_dim, config.hidden, config.layers, batch_first=True))
+        setattr(self, config.cell, recurrent)
         self.head = nn.Linear(config.hidden, head_width)
 
     @property
-    def recurrent(self) -> nn.LSTM | nn.GRU:
+    def recurrent(self) -> nn.Module:
         return getattr(self, self.config.cell)
 
     def forward(self, z: torch.Tensor, state: State = None,
@@ -214,7 +320,11 @@ class LatentRNN(nn.Module):
 
     def step(self, z: torch.Tensor, state: State = None) -> tuple[Params, State]:
         """One time step: z (B, z) -> params with leading dim B. Uses the cell functions directly: for a single
-        step, nn.LSTM's per-call overhead on CPU made it ~50x slower (measured), and dreaming is all single steps."""
+        step, nn.LSTM's per-call overhead on CPU made it ~50x slower (measured), and dreaming is all single steps.
+        The layer-norm LSTM and the transformer step through their own forward."""
+        if self.config.cell not in ("lstm", "gru"):
+            hidden, state = self.recurrent(z.unsqueeze(1), state)
+            return self.split_head(self.head(hidden[:, 0]).float()), state
         lstm = self.config.cell == "lstm"
         if state is None:
             zeros = z.new_zeros(self.config.layers, z.shape[0], self.config.hidden)

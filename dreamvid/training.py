@@ -253,9 +253,10 @@ class _Job:
                 rows = train_index[order[step * batch:(step + 1) * batch].numpy()]
                 images = self._batch(frames, rows)
                 adversarial = self.critic is not None and meter.fraction() >= config.vae.adversarial_start
+                kl_scale = min(1.0, meter.fraction() / config.vae.kl_anneal) if config.vae.kl_anneal else 1.0
                 loss, kl = vae_train_step(vae, self.vae_optimizer, images, generator, self.use_bf16,
                                           self.critic if adversarial else None, self.critic_optimizer,
-                                          config.vae.adversarial_weight)
+                                          config.vae.adversarial_weight, kl_scale)
                 self.state["step"] = step + 1
                 meter(loss=loss / images[0].numel(), kl=kl)
             else:
@@ -496,14 +497,15 @@ class _Job:
 def vae_train_step(vae: VAE, optimizer: torch.optim.Optimizer, images: torch.Tensor,
                    generator: torch.Generator | None, bf16: bool, critic: PatchDiscriminator | None = None,
                    critic_optimizer: torch.optim.Optimizer | None = None,
-                   adversarial_weight: float = 0.0) -> tuple[float, float]:
+                   adversarial_weight: float = 0.0, kl_scale: float = 1.0) -> tuple[float, float]:
     """One optimizer step on a batch of images (and one for the critic, if any); returns (loss, kl).
+    `kl_scale` multiplies the KL weight (KL annealing).
 
     With a critic, the decoder also minimises the critic's hinge score of its reconstructions, weighted per
     pixel so the term keeps its meaning at every frame size; the critic then learns real from reconstructed."""
     with autocast(images.device, bf16):
         logits, mu, logvar = vae(images, generator)
-    loss, _, kl = vae.loss(images, logits, mu, logvar)
+    loss, _, kl = vae.loss(images, logits, mu, logvar, kl_scale)
     total = loss
     if critic is not None:
         fake = torch.sigmoid(logits.float())

@@ -268,8 +268,10 @@ def test_missing_rnn_weights(tiny_run, tmp_path, capsys):
     ({"format": 99}, ("format 99", "retrain")),
     ({"vae": {"z_dim": 16}}, ("vae.safetensors", "does not fit", "another preset or version", "train it again")),
     ({"rnn": {"decode_spread": 2}}, ("not a readable dreamvid config", "decode_spread must be from 0 to 1")),
-    ({"rnn": {"cell": "transformer"}}, ("not a readable dreamvid config", "rnn.cell must be 'lstm' or 'gru'")),
+    ({"rnn": {"cell": "rwkv"}}, ("not a readable dreamvid config", "rnn.cell must be one of lstm, gru")),
+    ({"rnn": {"cell": "transformer", "hidden": 30}}, ("not a readable dreamvid config", "divisible by 4")),
     ({"rnn": {"cell": "gru"}}, ("rnn.safetensors", "does not fit")),
+    ({"rnn": {"cell": "transformer"}}, ("rnn.safetensors", "does not fit")),
 ])
 def test_run_from_another_preset_or_version(tiny_run, tmp_path, capsys, edit, words):
     run = copy_run(tiny_run, tmp_path)

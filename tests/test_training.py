@@ -72,11 +72,12 @@ def test_dense_vae_and_both_rnns_shapes():
         assert rnn.mean(params).shape == rnn.sample(params, 1.0).shape == (3, 7, 6)
 
 
-@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("cell", ["lstm", "gru", "lnlstm", "transformer"])
 def test_single_steps_match_the_sequence_forward(cell):
-    # Dreaming runs the cell functions one step at a time; training runs the whole module over a window.
+    # Dreaming runs one step at a time; training and validation run the whole module over a sequence. The
+    # transformer's 4-latent context is shorter than the sequence, so its sliding windows are checked too.
     torch.manual_seed(0)
-    rnn = build_rnn(RNNConfig(kind="mdn", cell=cell, hidden=16, layers=2, gaussians=3), 5).eval()
+    rnn = build_rnn(RNNConfig(kind="mdn", cell=cell, hidden=16, layers=2, gaussians=3, seq_len=4), 5).eval()
     z = torch.randn(2, 9, 5)
     whole, _ = rnn(z)
     state, steps = None, []
@@ -85,6 +86,29 @@ def test_single_steps_match_the_sequence_forward(cell):
         steps.append(params)
     for index, part in enumerate(whole):
         torch.testing.assert_close(torch.stack([p[index] for p in steps], 1), part)
+
+
+def test_transformer_sees_only_its_context_and_the_past():
+    torch.manual_seed(0)
+    rnn = build_rnn(RNNConfig(kind="mdn", cell="transformer", hidden=16, layers=2, gaussians=3, seq_len=4), 5).eval()
+    z = torch.randn(1, 10, 5)
+    changed = z.clone()
+    changed[:, 5] += 1.0
+    before, after = rnn(z)[0][1], rnn(changed)[0][1]
+    moved = (before - after).abs().flatten(2).amax(-1)[0] > 1e-6
+    # Position 5 reaches the outputs at 5-8 (each window of 4 that holds it), none before and none after.
+    assert moved.tolist() == [False] * 5 + [True] * 4 + [False]
+
+
+@pytest.mark.parametrize("cell", ["lnlstm", "transformer"])
+def test_new_cells_train_save_load_and_dream(clip, tmp_path, cell):
+    from dataclasses import replace
+    tiny = PRESETS["tiny"]()
+    config = replace(tiny, rnn=replace(tiny.rnn, cell=cell, dropout=0.3))
+    dreamvid.train(clip, tmp_path / "run", vae_epochs=1, rnn_epochs=2, **{**TINY, "preset": config})
+    assert any(key.startswith(f"{cell}.") for key in checkpoint.load_tensors(tmp_path / "run" / "rnn.safetensors"))
+    frames = np.asarray(list(dreamvid.load(tmp_path / "run", device="cpu").dream(frames=40, seed=1)))
+    assert frames.shape == (40, 32, 32, 3) and frames.std(0).mean() > 0
 
 
 def test_rnn_dropout_masks_only_while_training_and_repeats_for_a_generator():
@@ -321,6 +345,32 @@ def test_gradient_difference_charges_a_smeared_edge_more_than_the_pixel_loss_doe
     smeared[..., 7], smeared[..., 8] = 1 / 3, 2 / 3
     assert gradient_difference(edge, edge).item() == 0
     assert gradient_difference(smeared, edge).item() > 2 * ((smeared - edge) ** 2).sum().item()
+
+
+def test_ssim_loss_charges_blur_more_than_a_brightness_shift_of_equal_squared_error():
+    from dreamvid.models import ssim_loss
+    torch.manual_seed(0)
+    texture = torch.rand(2, 3, 32, 32) * 0.6 + 0.2
+    blurred = torch.nn.functional.avg_pool2d(texture, 3, 1, 1, count_include_pad=False)
+    shift = ((blurred - texture) ** 2).mean().sqrt()
+    brighter = texture + shift
+    torch.testing.assert_close(((brighter - texture) ** 2).mean(), ((blurred - texture) ** 2).mean())
+    assert ssim_loss(texture, texture).item() < 1e-3
+    assert ssim_loss(blurred, texture).item() > 5 * ssim_loss(brighter, texture).item()
+
+
+def test_kl_annealing_scales_only_the_kl_term():
+    from dreamvid.config import VAEConfig
+    vae = build_vae(VAEConfig(size=32, z_dim=4, channels=(8, 8, 8), free_bits=0.5))
+    images = torch.rand(2, 3, 32, 32)
+    logits, mu, logvar = vae(images, torch.Generator().manual_seed(0))
+    full, reconstruction, kl = vae.loss(images, logits, mu, logvar)
+    annealed, _, _ = vae.loss(images, logits, mu, logvar, kl_scale=0.25)
+    penalty = max(kl.item(), 0.5 * 4)
+    torch.testing.assert_close(full.item(), reconstruction.item() + penalty)
+    torch.testing.assert_close(annealed.item(), reconstruction.item() + 0.25 * penalty)
+    with pytest.raises(ValueError, match="kl_anneal"):
+        VAEConfig(kl_anneal=1.5)
 
 
 def test_rnn_trained_on_latent_means_keeps_the_vae_and_changes_the_rnn(clip, tiny_run, tmp_path):
