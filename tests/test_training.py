@@ -123,10 +123,11 @@ def test_rnn_dropout_masks_only_while_training_and_repeats_for_a_generator():
     assert not torch.equal(rnn(z)[0][1], first)
 
 
-def test_gru_with_dropout_resumes_to_the_uninterrupted_result(clip, tmp_path):
+@pytest.mark.parametrize("cell", ["gru", "lnlstm"])  # lnlstm: `default`'s cell
+def test_cells_with_dropout_resume_to_the_uninterrupted_result(clip, tmp_path, cell):
     from dataclasses import replace
     tiny = PRESETS["tiny"]()
-    config = replace(tiny, rnn=replace(tiny.rnn, cell="gru", dropout=0.3))
+    config = replace(tiny, rnn=replace(tiny.rnn, cell=cell, dropout=0.3))
     dreamvid.train(clip, tmp_path / "whole", vae_epochs=1, rnn_epochs=3, **{**TINY, "preset": config})
     stop, seen = threading.Event(), []
 
@@ -141,7 +142,7 @@ def test_gru_with_dropout_resumes_to_the_uninterrupted_result(clip, tmp_path):
                        **{**TINY, "preset": config})
     dreamvid.train(out=tmp_path / "resumed", resume=True, progress=False, device="cpu")
     _assert_same_weights(tmp_path / "whole", tmp_path / "resumed")
-    assert any(key.startswith("gru.") for key in checkpoint.load_tensors(tmp_path / "whole" / "rnn.safetensors"))
+    assert any(key.startswith(f"{cell}.") for key in checkpoint.load_tensors(tmp_path / "whole" / "rnn.safetensors"))
     frames = dreamvid.load(tmp_path / "resumed", device="cpu").dream(frames=12, seed=1)
     assert np.asarray(list(frames)).shape == (12, 32, 32, 3)
 
