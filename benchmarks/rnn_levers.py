@@ -37,7 +37,8 @@ LEVERS = {
     "gru": {"cell": "gru"},
     "dropout0.3": {"dropout": 0.3},
     "hidden128": {"hidden": 128},
-    # On top of dropout 0.3 (today's `default`): a layer-norm LSTM; a causal transformer 128 wide, 2 layers.
+    # A layer-norm LSTM, without and with dropout 0.3; a causal transformer 128 wide, 2 layers, with it.
+    "lnlstm": {"cell": "lnlstm"},
     "lnlstm+dropout0.3": {"cell": "lnlstm", "dropout": 0.3},
     "transformer+dropout0.3": {"cell": "transformer", "hidden": 128, "layers": 2, "dropout": 0.3},
 }
