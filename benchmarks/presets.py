@@ -166,7 +166,7 @@ def table(out: Path) -> str:
 WORLDMODELS_REALISM = {"enduro": 1.64, "riverraid": 5.56, "bikes": 1.02, "carphone": 0.718}
 
 
-def figures_met(clip: str, metrics: dict, worldmodels_realism: float) -> tuple[int, int]:
+def figures_met(metrics: dict, worldmodels_realism: float) -> tuple[int, int]:
     """(met, counted) of issue 4's figures for one cell: the table's targets plus 25% better than
     `worldmodels`."""
     results = [meets(float(value), target) for group, key, _, target in COLUMNS
@@ -187,11 +187,11 @@ def met(outs: list[Path]) -> str:
             if cell["variant"] == "worldmodels":
                 continue
             clip = cell["clip"]
-            count, of = figures_met(clip, cell["metrics"], own.get(clip, WORLDMODELS_REALISM[clip]))
+            count, of = figures_met(cell["metrics"], own.get(clip, WORLDMODELS_REALISM[clip]))
             name = f"{out.name}/{cell['variant']}"
             lines.append(f"| {name} | {clip} | {count} | {of} |")
-            totals.setdefault(name, [0, 0])
-            totals[name] = [totals[name][0] + count, totals[name][1] + of]
+            total = totals.setdefault(name, [0, 0])
+            total[0], total[1] = total[0] + count, total[1] + of
     lines += [f"| {name} | all | {count} | {of} |" for name, (count, of) in totals.items()]
     return "\n".join(lines)
 

@@ -72,7 +72,6 @@ def score_vae(run: Path) -> dict:
             for key in COLUMNS}
 
 
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clips", nargs="+", default=["enduro"])
