@@ -33,6 +33,11 @@ LEVERS = {
     "decode component": {"decode": "component"}, "decode mixture": {"decode": "mixture"},
     "decode component+0.3": {"decode": "component", "spread": 0.3},
     "decode component+0.5": {"decode": "component", "spread": 0.5},
+    # On top of `default`'s own decoding (decode_spread 0.5), the control row being "decode component+0.5":
+    "reproject+0.5": {"reproject": True, "decode": "component", "spread": 0.5},
+    "noise rho=0.8+0.5": {"rho": 0.8, "decode": "component", "spread": 0.5},
+    "t=1.15+0.5": {"temperature": 1.15, "decode": "component", "spread": 0.5},
+    "t=1.3+0.5": {"temperature": 1.3, "decode": "component", "spread": 0.5},
 }
 KEYS = ("realism", "sharpness", "frame diff", "flow", "flicker", "coverage", "longest replay")
 

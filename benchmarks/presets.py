@@ -4,6 +4,7 @@
     python benchmarks/presets.py run enduro wm+gdl --minutes 10 -o results   # one cell (an ablation)
     python benchmarks/presets.py table results > table.md  # gather whatever cells are done
     python benchmarks/presets.py strips results docs/results  # source / reconstruction / dream frame strips
+    python benchmarks/presets.py rescore results/*--default --temperature 1.15 -o t1.15  # same models, hotter
 
 `run` trains one variant on one built-in clip (dreamvid.footage) inside the budget and evaluates a dream of
 `--frames` frames; each cell is independent, so cells can run side by side, each pinned to its own 2 cores
@@ -57,6 +58,8 @@ VARIANTS = {
     "default+ssim0.05": lambda: _with("default", vae={"ssim_weight": 0.05}),
     "default+klanneal0.3": lambda: _with("default", vae={"kl_anneal": 0.3}),
     "default+128px": lambda: _with("default", vae={"size": 128}, data={"size": 128}),
+    "default+gdl0.1": lambda: _with("default", vae={"gradient_weight": 0.1}),
+    "default+gdl0.3": lambda: _with("default", vae={"gradient_weight": 0.3}),
 }
 
 # (metric group, name, label, target) for the table; targets are issue 4's figures.
@@ -104,16 +107,37 @@ def run_cell(clip: str, variant: str, minutes: float, frames: int, out: Path, se
     return cell
 
 
-def score_cell(cell: Path, frames: int, seed: int, **fields) -> None:
-    """`dreamvid eval` of CELL/run on a `frames`-long dream, written with `fields` to CELL/summary.json."""
+def score_cell(cell: Path, frames: int, seed: int, temperature: float | None = None, **fields) -> None:
+    """`dreamvid eval` of CELL/run on a `frames`-long dream (at the run's own temperature unless given), written
+    with `fields` to CELL/summary.json."""
     from dreamvid.evaluation import evaluate
     started = time.monotonic()
-    report = evaluate(cell / "run", frames=frames, seed=seed, out=cell / "eval", progress=False)
+    report = evaluate(cell / "run", frames=frames, seed=seed, temperature=temperature, out=cell / "eval",
+                      progress=False)
     metrics = report["metrics"]
     metrics.setdefault("drift", {})["realism_last_over_first"] = _realism_drift(report)
     summary = {**fields, "eval_s": round(time.monotonic() - started, 1), "frames": frames,
                "threads": os.environ.get("OMP_NUM_THREADS"), "metrics": metrics}
     (cell / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
+
+
+def rescore(cells: list[Path], temperature: float, frames: int, seed: int | None, out: Path) -> list[Path]:
+    """Each finished cell's models, unchanged, scored again on a dream at `temperature`, into
+    OUT/FOLDER/CELL+tT, FOLDER being the cell's own results folder (its run linked, not copied); `seed` None
+    keeps the dream seed each cell was scored with."""
+    targets = []
+    for cell in cells:
+        fields = json.loads((cell / "summary.json").read_text())
+        target = out / cell.resolve().parent.name / f"{cell.name}+t{temperature:g}"
+        target.mkdir(parents=True, exist_ok=True)
+        if not (target / "run").exists():
+            (target / "run").symlink_to((cell / "run").resolve())
+        report = cell / "eval" / "report.json"
+        dream_seed = json.loads(report.read_text())["meta"]["seed"] if seed is None else seed
+        score_cell(target, frames, dream_seed, temperature, clip=fields["clip"],
+                   variant=f"{fields['variant']}+t{temperature:g}", minutes=fields["minutes"])
+        targets.append(target)
+    return targets
 
 
 def _realism_drift(report: dict) -> float | None:
@@ -250,6 +274,12 @@ def main() -> None:
     gather.add_argument("out", type=Path)
     counting = verbs.add_parser("met", help="issue 4's figures met per variant")
     counting.add_argument("outs", type=Path, nargs="+")
+    again = verbs.add_parser("rescore", help="score finished cells again at another dreaming temperature")
+    again.add_argument("cells", type=Path, nargs="+")
+    again.add_argument("--temperature", type=float, required=True)
+    again.add_argument("--frames", type=int, default=10000)
+    again.add_argument("--seed", type=int, help="the dream's seed (default: the one each cell was scored with)")
+    again.add_argument("-o", "--out", type=Path, default=Path("rescored"))
     pictures = verbs.add_parser("strips")
     pictures.add_argument("out", type=Path)
     pictures.add_argument("dest", type=Path)
@@ -265,6 +295,8 @@ def main() -> None:
         print(grid(args.clips, args.variants, args.minutes, args.frames, args.out, args.seed))
     elif args.verb == "met":
         print(met(args.outs))
+    elif args.verb == "rescore":
+        print("\n".join(map(str, rescore(args.cells, args.temperature, args.frames, args.seed, args.out))))
     elif args.verb == "strips":
         print("\n".join(map(str, strips(args.out, args.dest))))
     else:

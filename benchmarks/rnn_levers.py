@@ -5,6 +5,12 @@
 Each RUN cell (from `presets.py run/grid`) keeps its VAE, latents and frame cache; the RNN stage is trained
 again from scratch with the lever's settings inside the same seconds it had (the budget minus the VAE's
 share), and a dream of `--frames` frames is evaluated as `presets.py` does, so the rows compare with its table.
+
+    python benchmarks/rnn_levers.py results/bikes--default --lever as-trained --epochs 60 250 800
+
+`--epochs` trains exactly that many RNN epochs instead, with no clock and no best-epoch pick: a scan of what
+choosing another epoch could buy (one row per count; the RNN is deterministic, so epoch N of a scan is epoch N
+of any run with that seed).
 """
 from __future__ import annotations
 
@@ -44,11 +50,14 @@ LEVERS = {
 }
 
 
-def retrain_rnn(cell: Path, lever: str, out: Path, frames: int, seed: int, train_seed: int | None = None) -> Path:
+def retrain_rnn(cell: Path, lever: str, out: Path, frames: int, seed: int, train_seed: int | None = None,
+                epochs: int | None = None) -> Path:
     """The RNN of `cell` trained again with `lever`'s settings (and `train_seed`, if given, instead of the
-    cell's: the RNN's training-seed spread on a fixed VAE), then scored on a dream of `frames` (`seed`)."""
+    cell's: the RNN's training-seed spread on a fixed VAE; `epochs`, if given, for exactly that many epochs
+    instead of the cell's minute), then scored on a dream of `frames` (`seed`)."""
     import dreamvid
-    variant = f"{cell.name}+{lever}" + ("" if train_seed is None else f"+rnnseed{train_seed}")
+    variant = (f"{cell.name}+{lever}" + ("" if train_seed is None else f"+rnnseed{train_seed}")
+               + ("" if epochs is None else f"+ep{epochs}"))
     source_run, target = cell / "run", out / variant
     run = target / "run"
     if target.exists():
@@ -63,17 +72,20 @@ def retrain_rnn(cell: Path, lever: str, out: Path, frames: int, seed: int, train
     config.rnn = replace(config.rnn, **LEVERS[lever])
     if train_seed is not None:
         config.train = replace(config.train, seed=train_seed)
+    minutes = config.train.minutes
+    if epochs is not None:
+        config.rnn = replace(config.rnn, keep_best=False)
+        config.train = replace(config.train, minutes=None, rnn_epochs=epochs)
     config.save(run / "config.json")
     vae_log = [line for line in (source_run / "log.jsonl").read_text().splitlines() if '"vae"' in line]
     (run / "log.jsonl").write_text("".join(line + "\n" for line in vae_log))
     # Resume at the start of the RNN stage with the clock where the VAE's share of the budget ended.
-    budget_s = config.train.minutes * 60
-    state = {"stage": "rnn", "epoch": 0, "step": 0, "elapsed": budget_s * config.train.vae_share}
+    state = {"stage": "rnn", "epoch": 0, "step": 0, "elapsed": minutes * 60 * config.train.vae_share}
     (run / "state" / "train_state.json").write_text(json.dumps(state))
     started = time.monotonic()
     dreamvid.train(out=run, resume=True, progress=False, device="cpu")
     presets.score_cell(target, frames, seed, clip=cell.name.split("--")[0],
-                       variant=variant.split("--")[1], minutes=config.train.minutes,
+                       variant=variant.split("--")[1], minutes=minutes,
                        rnn_s=round(time.monotonic() - started, 1))
     return target
 
@@ -86,12 +98,14 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=10_000)
     parser.add_argument("--seed", type=int, default=0, help="the dream's seed")
     parser.add_argument("--train-seed", type=int, help="train the RNN with this seed instead of the cell's")
+    parser.add_argument("--epochs", type=int, nargs="+", help="train exactly these many RNN epochs, one row each")
     args = parser.parse_args()
     print(machine(), flush=True)
     for cell in args.cells:
         for lever in args.lever:
-            target = retrain_rnn(cell, lever, args.out, args.frames, args.seed, args.train_seed)
-            print(f"done {target}", flush=True)
+            for epochs in args.epochs or [None]:
+                target = retrain_rnn(cell, lever, args.out, args.frames, args.seed, args.train_seed, epochs)
+                print(f"done {target}", flush=True)
     print(presets.table(args.out))
 
 
