@@ -204,9 +204,10 @@ def _default() -> RunConfig:
     #   River Raid's realism averaged 3.9 against 4.6;
     # - a layer-norm LSTM: over the same four RNN seeds it met 21.0 of 36 against 20.5, more on three seeds, and
     #   no Enduro dream froze (two of four did with nn.LSTM); `bikes` replays longer with it (40-93 frames).
-    # RNN input noise, open-loop inputs, a lower temperature, a patch critic, L1, a gradient-difference loss, an
-    # SSIM term, a lower KL weight, KL annealing, z = 64, a wider decoder, 128 px, a GRU, a causal transformer,
-    # a smaller LSTM and an RNN trained on latent means were each measured and not kept.
+    # RNN input noise, open-loop inputs, a lower or higher temperature, a patch critic, L1, a gradient-difference
+    # loss, an SSIM term, a lower KL weight, KL annealing, z = 64, a wider decoder, 128 px, a GRU, a causal
+    # transformer, a smaller LSTM, an RNN trained on latent means, another RNN epoch than the best held-out one,
+    # and re-projection or time-correlated noise while dreaming were each measured and not kept.
     worldmodels = _worldmodels()
     return replace(worldmodels, preset="default", train=TrainConfig(vae_share=0.9),
                    rnn=replace(worldmodels.rnn, cell="lnlstm", keep_best=True, decode_spread=0.5, dropout=0.3))
