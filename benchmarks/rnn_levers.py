@@ -9,8 +9,8 @@ share), and a dream of `--frames` frames is evaluated as `presets.py` does, so t
     python benchmarks/rnn_levers.py results/bikes--default --lever as-trained --epochs 60 250 800
 
 `--epochs` trains exactly that many RNN epochs instead, with no clock and no best-epoch pick: a scan of what
-choosing another epoch could buy (one row per count; the RNN is deterministic, so epoch N of a scan is epoch N
-of any run with that seed).
+choosing another epoch could buy (one row per count; every epoch draws the same random numbers in every run
+with that seed, so epoch N of a scan is epoch N of such a run, up to CPU float rounding).
 """
 from __future__ import annotations
 
