@@ -2,6 +2,7 @@
 
     python benchmarks/bench_dream.py                   # default preset, 64 px, 3000 frames, CPU
     python benchmarks/bench_dream.py --device cuda --size 128
+    python benchmarks/bench_dream.py --reproject       # each latent through decode -> encode before it is fed back
 
 Speed does not depend on what the weights learned, so the run is made from freshly initialised models.
 """
@@ -41,12 +42,15 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=3000)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--reproject", action="store_true")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         dreamer = load(make_untrained_run(Path(tmp), args.preset, args.size), device=args.device)
         print(f"machine: {machine()}; device {dreamer.device}")
         parts = {}
-        for name, work in (("RNN sampling", lambda: dreamer.session(seed=0).next_latents(args.frames)),
+        sampling = "RNN sampling" + (" re-projected" if args.reproject else "")
+        for name, work in ((sampling, lambda: dreamer.session(seed=0, reproject=args.reproject)
+                            .next_latents(args.frames)),
                            ("VAE decoding", lambda: [dreamer.decode(torch.randn(64, dreamer.config.vae.z_dim))
                                                      for _ in range(args.frames // 64)])):
             started = time.perf_counter()
@@ -55,7 +59,8 @@ def main() -> None:
         rates = []
         for repeat in range(args.repeats):
             started = time.perf_counter()
-            dreamer.dream(frames=args.frames, seed=repeat).save(Path(tmp) / f"d{repeat}.mp4", progress=False)
+            dreamer.dream(frames=args.frames, seed=repeat, reproject=args.reproject).save(
+                Path(tmp) / f"d{repeat}.mp4", progress=False)
             rates.append(args.frames / (time.perf_counter() - started))
         rates.sort()
         print(f"{args.preset} {args.size} px: " + ", ".join(f"{k} {v:.0f} frames/s" for k, v in parts.items()))

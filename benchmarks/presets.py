@@ -5,6 +5,7 @@
     python benchmarks/presets.py table results > table.md  # gather whatever cells are done
     python benchmarks/presets.py strips results docs/results  # source / reconstruction / dream frame strips
     python benchmarks/presets.py rescore results/*--default --temperature 1.15 -o t1.15  # same models, hotter
+    python benchmarks/presets.py rescore results/*--default --reproject -o reprojected    # ... re-projected
 
 `run` trains one variant on one built-in clip (dreamvid.footage) inside the budget and evaluates a dream of
 `--frames` frames; each cell is independent, so cells can run side by side, each pinned to its own 2 cores
@@ -107,13 +108,14 @@ def run_cell(clip: str, variant: str, minutes: float, frames: int, out: Path, se
     return cell
 
 
-def score_cell(cell: Path, frames: int, seed: int, temperature: float | None = None, **fields) -> None:
+def score_cell(cell: Path, frames: int, seed: int, temperature: float | None = None, reproject: bool = False,
+               **fields) -> None:
     """`dreamvid eval` of CELL/run on a `frames`-long dream (at the run's own temperature unless given), written
     with `fields` to CELL/summary.json."""
     from dreamvid.evaluation import evaluate
     started = time.monotonic()
-    report = evaluate(cell / "run", frames=frames, seed=seed, temperature=temperature, out=cell / "eval",
-                      progress=False)
+    report = evaluate(cell / "run", frames=frames, seed=seed, temperature=temperature, reproject=reproject,
+                      out=cell / "eval", progress=False)
     metrics = report["metrics"]
     metrics.setdefault("drift", {})["realism_last_over_first"] = _realism_drift(report)
     summary = {**fields, "eval_s": round(time.monotonic() - started, 1), "frames": frames,
@@ -121,21 +123,23 @@ def score_cell(cell: Path, frames: int, seed: int, temperature: float | None = N
     (cell / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
 
 
-def rescore(cells: list[Path], temperature: float, frames: int, seed: int | None, out: Path) -> list[Path]:
-    """Each finished cell's models, unchanged, scored again on a dream at `temperature`, into
-    OUT/FOLDER/CELL+tT, FOLDER being the cell's own results folder (its run linked, not copied); `seed` None
-    keeps the dream seed each cell was scored with."""
+def rescore(cells: list[Path], out: Path, frames: int, seed: int | None, temperature: float | None = None,
+            reproject: bool = False) -> list[Path]:
+    """Each finished cell's models, unchanged, scored again on a dream at `temperature` and/or re-projected,
+    into OUT/FOLDER/CELL+SUFFIX, FOLDER being the cell's own results folder (its run linked, not copied); `seed`
+    None keeps the dream seed each cell was scored with."""
+    suffix = ("" if temperature is None else f"+t{temperature:g}") + ("+reproject" if reproject else "")
     targets = []
     for cell in cells:
         fields = json.loads((cell / "summary.json").read_text())
-        target = out / cell.resolve().parent.name / f"{cell.name}+t{temperature:g}"
+        target = out / cell.resolve().parent.name / f"{cell.name}{suffix}"
         target.mkdir(parents=True, exist_ok=True)
         if not (target / "run").exists():
             (target / "run").symlink_to((cell / "run").resolve())
         report = cell / "eval" / "report.json"
         dream_seed = json.loads(report.read_text())["meta"]["seed"] if seed is None else seed
-        score_cell(target, frames, dream_seed, temperature, clip=fields["clip"],
-                   variant=f"{fields['variant']}+t{temperature:g}", minutes=fields["minutes"])
+        score_cell(target, frames, dream_seed, temperature, reproject, clip=fields["clip"],
+                   variant=f"{fields['variant']}{suffix}", minutes=fields["minutes"])
         targets.append(target)
     return targets
 
@@ -274,9 +278,11 @@ def main() -> None:
     gather.add_argument("out", type=Path)
     counting = verbs.add_parser("met", help="issue 4's figures met per variant")
     counting.add_argument("outs", type=Path, nargs="+")
-    again = verbs.add_parser("rescore", help="score finished cells again at another dreaming temperature")
+    again = verbs.add_parser("rescore", help="score finished cells again, dreaming at another temperature or "
+                                             "re-projected")
     again.add_argument("cells", type=Path, nargs="+")
-    again.add_argument("--temperature", type=float, required=True)
+    again.add_argument("--temperature", type=float)
+    again.add_argument("--reproject", action="store_true")
     again.add_argument("--frames", type=int, default=10000)
     again.add_argument("--seed", type=int, help="the dream's seed (default: the one each cell was scored with)")
     again.add_argument("-o", "--out", type=Path, default=Path("rescored"))
@@ -296,7 +302,8 @@ def main() -> None:
     elif args.verb == "met":
         print(met(args.outs))
     elif args.verb == "rescore":
-        print("\n".join(map(str, rescore(args.cells, args.temperature, args.frames, args.seed, args.out))))
+        print("\n".join(map(str, rescore(args.cells, args.out, args.frames, args.seed, args.temperature,
+                                          args.reproject))))
     elif args.verb == "strips":
         print("\n".join(map(str, strips(args.out, args.dest))))
     else:

@@ -11,6 +11,8 @@ from pathlib import Path
 from .errors import DreamvidError, Interrupted
 
 PRESET_NAMES = ("default", "worldmodels", "classic", "tiny")  # checked against config.PRESETS by a test
+REPROJECT_HELP = ("pass each dreamed latent through the VAE (decode, encode) before it is fed back: steadier "
+                  "live-action dreams, stiller game ones; slower")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -55,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     length.add_argument("--frames", type=int)
     dream.add_argument("--temperature", type=float)
     dream.add_argument("--seed", type=int, default=0)
+    dream.add_argument("--reproject", action="store_true", help=REPROJECT_HELP)
     prime = dream.add_mutually_exclusive_group()
     prime.add_argument("--prime", type=Path, metavar="CLIP", help="start from the latents of this clip")
     prime.add_argument("--prime-frame", type=int, metavar="I", help="start from source frame I")
@@ -79,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--frames", type=int, default=10000)
     evaluate.add_argument("--temperature", type=float)
     evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--reproject", action="store_true", help=REPROJECT_HELP)
     evaluate.add_argument("-o", "--out", type=Path, metavar="REPORT_DIR")
     evaluate.add_argument("--quiet", action="store_true")
 
@@ -109,7 +113,7 @@ def _dream(args: argparse.Namespace) -> None:
     from .dreaming import load
     dreamer = load(args.run, device=args.device)
     dream = dreamer.dream(frames=args.frames, seconds=args.seconds, temperature=args.temperature, seed=args.seed,
-                          prime=args.prime, prime_frame=args.prime_frame)
+                          prime=args.prime, prime_frame=args.prime_frame, reproject=args.reproject)
     path = dream.save(args.out or args.run / "dream.mp4", fps=args.fps, upscale=args.upscale, force=args.force,
                       progress=not args.quiet)
     print(f"wrote {path}  ({len(dream)} frames)")
@@ -125,7 +129,7 @@ def _demo(args: argparse.Namespace) -> None:
 def _eval(args: argparse.Namespace) -> None:
     from .evaluation import evaluate
     evaluate(args.run, dream=args.dream, frames=args.frames, temperature=args.temperature, seed=args.seed,
-             out=args.out, progress=not args.quiet)
+             reproject=args.reproject, out=args.out, progress=not args.quiet)
     print(f"wrote {(args.out or args.run / 'eval') / 'report.html'}")
 
 

@@ -207,7 +207,8 @@ def _default() -> RunConfig:
     # RNN input noise, open-loop inputs, a lower or higher temperature, a patch critic, L1, a gradient-difference
     # loss, an SSIM term, a lower KL weight, KL annealing, z = 64, a wider decoder, 128 px, a GRU, a causal
     # transformer, a smaller LSTM, an RNN trained on latent means, another RNN epoch than the best held-out one,
-    # and re-projection or time-correlated noise while dreaming were each measured and not kept.
+    # and time-correlated noise or re-projection while dreaming were each measured and not kept (re-projection
+    # helps live footage and stills games: it is `dreamvid dream --reproject`).
     worldmodels = _worldmodels()
     return replace(worldmodels, preset="default", train=TrainConfig(vae_share=0.9),
                    rnn=replace(worldmodels.rnn, cell="lnlstm", keep_best=True, decode_spread=0.5, dropout=0.3))

@@ -94,21 +94,31 @@ class Dreamer:
         with autocast(self.device, self.bf16):
             return tensor_to_frames(self.vae.decode(z.to(self.device)))
 
+    @torch.no_grad()
+    def reproject(self, z: torch.Tensor) -> torch.Tensor:
+        """Latents (N, z) -> the latent means of their decoded images: back onto what the VAE draws."""
+        with autocast(self.device, self.bf16):
+            return self.vae.encode(self.vae.decode(z))[0].float()
+
     # --- dreaming ------------------------------------------------------------------------------------------
 
     def session(self, temperature: float | None = None, seed: int | None = None, frame_index: int | None = None,
-                prime: str | Path | None = None) -> "DreamSession":
-        """An endless dream whose temperature and seed can change while it runs."""
+                prime: str | Path | None = None, reproject: bool = False) -> "DreamSession":
+        """An endless dream whose temperature and seed can change while it runs. `reproject` passes every
+        dreamed latent through decode -> encode before it is fed back: on live-action footage steadier and
+        more realistic frames, on games a dream that stops moving (docs/results.md); it costs a VAE decode
+        and encode per frame."""
         return DreamSession(self, self.config.rnn.temperature if temperature is None else temperature,
-                            seed, frame_index, self.prime_latents(prime) if prime is not None else None)
+                            seed, frame_index, self.prime_latents(prime) if prime is not None else None, reproject)
 
     def stream(self, temperature: float | None = None, seed: int | None = None, frame_index: int | None = None,
-               prime: str | Path | None = None) -> Iterator[np.ndarray]:
+               prime: str | Path | None = None, reproject: bool = False) -> Iterator[np.ndarray]:
         """Endless uint8 (S, S, 3) frames."""
-        yield from self.session(temperature, seed, frame_index, prime)
+        yield from self.session(temperature, seed, frame_index, prime, reproject)
 
     def dream(self, frames: int | None = None, seconds: float | None = None, temperature: float | None = None,
-              seed: int = 0, prime: str | Path | None = None, prime_frame: int | None = None) -> "Dream":
+              seed: int = 0, prime: str | Path | None = None, prime_frame: int | None = None,
+              reproject: bool = False) -> "Dream":
         """A dream of a fixed length (frames, or seconds at the run's fps), generated lazily."""
         if frames is not None and seconds is not None:
             raise UsageError("give either frames or seconds, not both")
@@ -119,7 +129,7 @@ class Dreamer:
         frames = round(10 * self.fps) if frames is None else frames
         if frames < 1:
             raise UsageError(f"the number of frames must be at least 1, got {frames}")
-        session = self.session(temperature, seed, prime_frame, prime)
+        session = self.session(temperature, seed, prime_frame, prime, reproject)
         return Dream(self, session, int(frames))
 
     def prime_latents(self, clip: str | Path) -> torch.Tensor:
@@ -151,12 +161,13 @@ class Dreamer:
 
 
 class DreamSession:
-    """The state of one running dream: LSTM state, last latent, random generator, temperature."""
+    """The state of one running dream: LSTM state, last latent, random generator, temperature, re-projection."""
 
     def __init__(self, dreamer: Dreamer, temperature: float, seed: int | None, frame_index: int | None,
-                 prime: torch.Tensor | None = None):
+                 prime: torch.Tensor | None = None, reproject: bool = False):
         self.dreamer = dreamer
         self.temperature = temperature
+        self.reproject = reproject
         self.reseed(seed, frame_index, prime)
 
     @property
@@ -186,7 +197,8 @@ class DreamSession:
     def next_latents(self, n: int) -> torch.Tensor:
         """The latents of the next n frames to decode (see RNNConfig.decode_spread)."""
         shown, self.z, self.state = self.dreamer.rnn.rollout(self.z, self.state, n, self.temperature,
-                                                             self.generator, self.dreamer.config.rnn.decode_spread)
+                                                             self.generator, self.dreamer.config.rnn.decode_spread,
+                                                             self.dreamer.reproject if self.reproject else None)
         return shown[0]
 
     def next_frames(self, n: int) -> np.ndarray:

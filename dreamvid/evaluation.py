@@ -531,11 +531,12 @@ def write_outputs(report: dict, out: Path, strips: dict | None = None) -> None:
 
 
 def evaluate(run_dir, *, dream=None, frames: int = 10000, temperature: float | None = None, seed: int = 0,
-             out=None, progress: bool = True) -> dict:
+             reproject: bool = False, out=None, progress: bool = True) -> dict:
     """Evaluate a run: generate a `frames`-long dream (or read the video `dream`), score it against the
     run's training and held-out frames, calibrate with reference dreams, add the model's reconstruction,
     prediction and diversity numbers, and write report.json and report.html to `out` (default
-    RUN_DIR/eval). `temperature` None uses the run's default. Returns the report."""
+    RUN_DIR/eval). `temperature` None uses the run's default; `reproject` dreams as `Dreamer.session` says.
+    Returns the report."""
     run_dir = Path(run_dir)
     if not run_dir.exists():
         raise UsageError(f"{run_dir} does not exist", "pass a RUN_DIR made by dreamvid train")
@@ -546,6 +547,9 @@ def evaluate(run_dir, *, dream=None, frames: int = 10000, temperature: float | N
     if dream is None and (isinstance(frames, bool) or not isinstance(frames, int) or frames < 2):
         raise UsageError(f"--frames must be a whole number of at least 2, got {frames}")
     if dream is not None:
+        if reproject:
+            raise UsageError("--reproject changes how a dream is made; a given --dream video is scored as it is",
+                             "drop --reproject, or drop --dream to score a new re-projected dream")
         dream = Path(dream)
         if not dream.exists():
             raise UsageError(f"{dream} does not exist", "check the --dream path")
@@ -567,7 +571,7 @@ def evaluate(run_dir, *, dream=None, frames: int = 10000, temperature: float | N
                             f"rebuild it by resuming the run: dreamvid train -o {run_dir} --resume")
     size, fps = int(dreamer.size), float(dreamer.fps)
     train, heldout = cache.split("train"), cache.split("val")
-    meta = {"run_dir": str(run_dir), "temperature": temperature}
+    meta = {"run_dir": str(run_dir), "temperature": temperature, "reproject": reproject}
     t = time.perf_counter()
     if dream is not None:
         from .video import read_frames
@@ -583,7 +587,7 @@ def evaluate(run_dir, *, dream=None, frames: int = 10000, temperature: float | N
         dream_frames = np.empty((frames, size, size, 3), np.uint8)
         bar = _bar(progress, frames, "dreaming")
         n = 0
-        for batch in dreamer.dream(frames=frames, temperature=temperature, seed=seed).batches():
+        for batch in dreamer.dream(frames=frames, temperature=temperature, seed=seed, reproject=reproject).batches():
             batch = np.asarray(batch)[:frames - n]
             dream_frames[n:n + len(batch)] = batch
             n += len(batch)
@@ -592,7 +596,8 @@ def evaluate(run_dir, *, dream=None, frames: int = 10000, temperature: float | N
         if bar is not None:
             bar.close()
         dream_frames = dream_frames[:n]
-        meta["dream"] = f"generated: {n} frames at temperature {temperature:g}, seed {seed}"
+        meta["dream"] = (f"generated: {n} frames at temperature {temperature:g}, seed {seed}"
+                         + (", re-projected" if reproject else ""))
     dream_s = time.perf_counter() - t
 
     t = time.perf_counter()

@@ -7,6 +7,7 @@ the same RNN's `nll`, `mean` and `sample` understand, so training and dreaming n
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import numpy as np
 import torch
@@ -344,17 +345,21 @@ class LatentRNN(nn.Module):
 
     @torch.no_grad()
     def rollout(self, z: torch.Tensor, state: State, steps: int, temperature: float,
-                generator: torch.Generator | None = None, decode_spread: float = 1.0
+                generator: torch.Generator | None = None, decode_spread: float = 1.0,
+                feedback: Callable[[torch.Tensor], torch.Tensor] | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor, State]:
         """Dream `steps` latents after `z` (B, z), feeding each sample back. Returns the latents to decode,
         (B, steps, z): each sample's center plus `decode_spread` times its random deviation (1: the samples
-        themselves); the last sample, to feed back next; and the state. The random numbers for all steps are
-        drawn at once: one generator call instead of two per step."""
+        themselves); the last sample, to feed back next; and the state. `feedback`, if given, maps each sample
+        before it is fed back and shown (the dreamer's decode -> encode re-projection). The random numbers for
+        all steps are drawn at once: one generator call instead of two per step."""
         noise = self.draw_noise((steps, *z.shape), generator, z.device)
         shown = []
         for index in range(steps):
             params, state = self.step(z, state)
             z, center = self.sample_with_center(params, temperature, noise=tuple(n[index] for n in noise))
+            if feedback is not None:
+                z = feedback(z)
             shown.append(z if decode_spread == 1 else center + decode_spread * (z - center))
         return torch.stack(shown, 1), z, state
 

@@ -125,3 +125,7 @@ def test_train_then_dream_every_format(tiny_run, tmp_path, capsys):  # noqa: F81
         assert _read_back(target) == (30, side, side), name
     assert sorted(p.name for p in (tmp_path / "frames").iterdir()) == [f"frame_{i:06d}.png" for i in range(30)]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dream.gif", "dream.mp4", "dream.webm", "frames"]
+    code = main(["dream", str(tiny_run.path), "--frames", "12", "--reproject", "-o", str(tmp_path / "r.mp4"),
+                 "--quiet"])
+    out, err = capsys.readouterr()
+    assert code == 0 and "Traceback" not in err and _read_back(tmp_path / "r.mp4") == (12, side, side)

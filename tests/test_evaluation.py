@@ -308,5 +308,10 @@ def test_evaluate_a_tiny_run_end_to_end(tmp_path):
     replay = E.evaluate(run, dream=clip, out=tmp_path / "replay", progress=False)
     assert replay["meta"]["dream"] == str(clip) and replay["meta"]["dream_frames"] == 260
     assert replay["metrics"]["copying"]["copy_share"] > 0.9
+    reprojected = E.evaluate(run, frames=60, seed=0, reproject=True, out=tmp_path / "reprojected", progress=False)
+    assert reprojected["meta"]["reproject"] is True and reprojected["meta"]["dream"].endswith(", re-projected")
+    assert reprojected["meta"]["dream_frames"] == 60 and report["meta"]["reproject"] is False
+    with pytest.raises(UsageError):  # a given video is scored as it is
+        E.evaluate(run, dream=clip, reproject=True, out=tmp_path / "both", progress=False)
     # a run folder resolves to RUN_DIR/eval/report.json
     assert E.compare([run, tmp_path / "replay"]).splitlines()[0].split()[1:] == ["run", "replay"]

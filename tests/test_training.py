@@ -174,6 +174,21 @@ def test_decode_spread_changes_what_is_shown_never_what_is_fed_back():
             torch.testing.assert_close(shown[0.0], rnn(fed)[0][0])
 
 
+def test_rollout_feeds_back_and_shows_what_feedback_makes_of_each_sample():
+    torch.manual_seed(0)
+    rnn = build_rnn(RNNConfig(kind="regression", feed_noise=0.1), 4)
+    z = torch.randn(2, 4)
+    halve = lambda sample: sample / 2  # noqa: E731
+    plain, _, _ = rnn.rollout(z, None, 10, 1.0, torch.Generator().manual_seed(3))
+    shown, last, _ = rnn.rollout(z, None, 10, 1.0, torch.Generator().manual_seed(3), feedback=halve)
+    centers, _, _ = rnn.rollout(z, None, 10, 1.0, torch.Generator().manual_seed(3), 0.0, feedback=halve)
+    assert torch.equal(last, shown[:, -1])
+    torch.testing.assert_close(shown[:, 0], plain[:, 0] / 2)  # the first sample comes from the same history
+    assert not torch.allclose(shown[:, 1:], plain[:, 1:] / 2)  # later ones follow the halved history
+    fed = torch.cat([z[:, None], shown[:, :-1]], 1)
+    torch.testing.assert_close(centers, rnn(fed)[0][0])
+
+
 def test_open_loop_inputs_are_the_rnns_own_samples_where_replaced():
     from dreamvid.training import with_own_samples
     torch.manual_seed(0)
@@ -434,6 +449,25 @@ def test_a_runs_decode_spread_changes_its_frames_not_its_course(tiny_run):
         shown[spread] = (session.next_frames(16), session.z.clone())
     assert torch.equal(shown[1.0][1], shown[0.0][1])
     assert not np.array_equal(shown[1.0][0], shown[0.0][0])
+
+
+def test_a_reprojected_dream_feeds_back_the_vaes_own_latents(tiny_run):
+    dreamer = dreamvid.load(tiny_run, device="cpu")
+    seen = []
+    real = dreamer.reproject
+
+    def recording(z: torch.Tensor) -> torch.Tensor:
+        seen.append((z, real(z)))
+        return seen[-1][1]
+
+    dreamer.reproject = recording
+    session = dreamer.session(seed=3, reproject=True)
+    frames = session.next_frames(12)
+    assert len(seen) == 12
+    assert torch.equal(session.z, seen[-1][1])  # what is fed back is the re-projection of the sample
+    torch.testing.assert_close(seen[-1][1], dreamer.vae.encode(dreamer.vae.decode(seen[-1][0]))[0])
+    plain = dreamer.session(seed=3).next_frames(12)
+    assert frames.shape == plain.shape and not np.array_equal(frames, plain)
 
 
 def test_cosine_schedule_takes_the_vae_learning_rate_to_nearly_zero(clip, tmp_path):
