@@ -162,6 +162,8 @@ def test_stream_controls_and_recording(client, tiny_run):
         # Bad controls get a one-line error and the stream goes on.
         ws.send_text(json.dumps({"type": "set", "temperature": -1}))
         assert "temperature" in rx.event("error")["message"]
+        ws.send_text(json.dumps({"type": "set", "reproject": "yes"}))
+        assert rx.event("error")["message"] == "reproject must be true or false, got 'yes'"
         ws.send_text("not json")
         assert rx.event("error")["message"] == "controls must be JSON"
         ws.send_text(json.dumps({"type": "start", "run": "nope"}))
@@ -222,6 +224,24 @@ def test_temperature_changes_the_dream_and_a_seed_replays_it(client):
     assert len(same) >= 8 and all(calm[i] == calm_again[i] for i in same)  # a seed replays its dream exactly
     common = [i for i in calm if i in wild]
     assert len(common) >= 8 and sum(calm[i] != wild[i] for i in common) >= 0.9 * len(common)
+
+
+def test_reprojection_changes_the_dream_and_switching_it_off_replays_the_plain_one(client):
+    rid = run_id_of(client)
+    with client.websocket_connect(WS) as ws:
+        rx = Receiver(ws)
+        ws.send_text(json.dumps({"type": "start", "run": rid, "fps": 60, "v": 1}))
+        rx.event("ready")
+        passes = {}
+        for version, reproject in ((2, False), (3, True), (4, False)):
+            ws.send_text(json.dumps({"type": "set", "reproject": reproject}))
+            ws.send_text(json.dumps({"type": "reseed", "seed": 7, "frame_index": 3, "v": version}))
+            passes[version] = dream_after_reseed(rx, version)
+    plain, reprojected, plain_again = passes[2], passes[3], passes[4]
+    same = [i for i in plain if i in plain_again]
+    assert len(same) >= 8 and all(plain[i] == plain_again[i] for i in same)
+    common = [i for i in plain if i in reprojected and i > 0]
+    assert len(common) >= 8 and sum(plain[i] != reprojected[i] for i in common) >= 0.9 * len(common)
 
 
 def test_slow_client_drops_frames_and_does_not_stall_others(client):

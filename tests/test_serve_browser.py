@@ -83,6 +83,15 @@ def wait_frames(page, n: int, timeout_ms: int = 20000) -> None:
     page.wait_for_function(f"() => window.dreamvid.framesDrawn >= {n}", timeout=timeout_ms)
 
 
+def prepare_restarts(page) -> None:
+    """Once the stream runs: trace frame checksums and set "Restart here" to seed 7 at source frame 3."""
+    wait_frames(page, 5)
+    page.evaluate("() => { window.dreamvid.trace = true; }")
+    page.locator("#reseed-panel summary").click()
+    page.locator("#reseed-frame").fill("3")
+    page.fill("#reseed-seed", "7")
+
+
 def dream_after_restart(page, temperature: float, n: int = 12) -> dict[int, int]:
     """Move the temperature slider, press "Restart here" (seed 7, frame 3), and return the checksums of the
     restarted dream's frames as the page drew them, by their number in the dream."""
@@ -116,11 +125,7 @@ def test_page_loads_and_streams_changing_frames(page):
 
 
 def test_temperature_control_changes_the_stream(page):
-    wait_frames(page, 5)
-    page.evaluate("() => { window.dreamvid.trace = true; }")
-    page.locator("#reseed-panel summary").click()
-    page.locator("#reseed-frame").fill("3")
-    page.fill("#reseed-seed", "7")
+    prepare_restarts(page)
     calm = dream_after_restart(page, 0.05)
     wild = dream_after_restart(page, 2.5)
     calm_again = dream_after_restart(page, 0.05)
@@ -132,6 +137,20 @@ def test_temperature_control_changes_the_stream(page):
     assert len(common) >= 6 and sum(calm[i] != wild[i] for i in common) >= 0.9 * len(common), (calm, wild)
     latencies = page.evaluate("() => window.dreamvid.latencies")
     assert max(latencies[-3:]) < 1000, latencies  # bench_serve.py measures it properly; this only catches a stall
+    assert page.problems == []
+
+
+def test_reproject_switch_changes_the_stream(page):
+    prepare_restarts(page)
+    plain = dream_after_restart(page, 1.0)
+    page.check("#reproject")
+    reprojected = dream_after_restart(page, 1.0)
+    page.uncheck("#reproject")
+    plain_again = dream_after_restart(page, 1.0)
+    same = [i for i in plain if i in plain_again]
+    assert len(same) >= 6 and all(plain[i] == plain_again[i] for i in same), (plain, plain_again)
+    common = [i for i in plain if i in reprojected and i > 0]
+    assert len(common) >= 6 and sum(plain[i] != reprojected[i] for i in common) >= 0.9 * len(common)
     assert page.problems == []
 
 

@@ -4,9 +4,9 @@ Each WebSocket client owns a `DreamStream`. Its thread asks the run's `DreamSess
 time, encodes each one to JPEG and publishes it, paced to the client's frame rate, into a one-frame mailbox.
 The connection's sender takes whatever frame is newest when the socket is ready for it: a slow client gets
 fewer frames (the rest are dropped and counted), never a growing queue, so memory stays flat and one client
-never holds up another. Controls (temperature, speed, reseed, pause, run) land in the thread between frames;
-a control that changes the picture bumps the stream's version, which every frame carries in its header, so
-the page can tell when a change became visible.
+never holds up another. Controls (temperature, speed, re-projection, reseed, pause, run) land in the thread
+between frames; a control that changes the picture bumps the stream's version, which every frame carries in
+its header, so the page can tell when a change became visible.
 """
 from __future__ import annotations
 
@@ -201,6 +201,7 @@ class _Controls:
     speed: float = 1.0
     fps: float | None = None          # explicit frame rate; overrides speed when set
     paused: bool = False
+    reproject: bool = False           # each latent back through the VAE (Dreamer.session)
     reseed: dict | None = None
     record: float | None = None
     version: int = 0
@@ -264,6 +265,7 @@ class DreamStream:
                     c.speed = _speed(message.get("speed"), c.speed)
                     c.fps = _fps(message.get("fps"), c.fps)
                     c.paused = bool(message.get("paused", False))
+                    c.reproject = _as_bool(message.get("reproject", False), "reproject")
                     if message.get("seed") is not None or message.get("frame_index") is not None:
                         c.reseed = {"seed": _opt_int(message.get("seed"), "seed"),
                                     "frame_index": _opt_int(message.get("frame_index"), "frame_index")}
@@ -275,6 +277,8 @@ class DreamStream:
                     c.fps = None
                 if "fps" in message:
                     c.fps = _fps(message["fps"], c.fps)
+                if "reproject" in message:
+                    c.reproject = _as_bool(message["reproject"], "reproject")
             elif kind == "pause":
                 c.paused = bool(message.get("paused", not c.paused))
             elif kind == "reseed":
@@ -346,6 +350,7 @@ class DreamStream:
             with self._lock:
                 c = self._controls
                 want_run, temperature, paused, version = c.run, c.temperature, c.paused, c.version
+                reproject = c.reproject
                 reseed, c.reseed = c.reseed, None
                 record, c.record = c.record, None
                 speed, fixed_fps = c.speed, c.fps
@@ -385,6 +390,7 @@ class DreamStream:
                 continue
             if temperature is not None and getattr(session, "temperature", None) != temperature:
                 session.temperature = temperature
+            session.reproject = reproject
             if reseed is not None:
                 try:
                     session.reseed(**reseed)
@@ -491,6 +497,12 @@ def _as_int(value: Any, name: str, minimum: int | None = None) -> int:
     if minimum is not None and out < minimum:
         raise UsageError(f"{name} must be at least {minimum}")
     return out
+
+
+def _as_bool(value: Any, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise UsageError(f"{name} must be true or false, got {value!r}")
+    return value
 
 
 def _opt_int(value: Any, name: str) -> int | None:

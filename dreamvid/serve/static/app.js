@@ -121,7 +121,7 @@ function startRun(runId) {
   window.dreamvid.sentVersion = state.version;
   state.pendingChange = null;  // loading a run is not a control's latency
   send({ type: "start", run: runId, temperature: Number($("temperature").value), speed: currentSpeed(),
-         paused: state.paused, v: state.version });
+         paused: state.paused, reproject: $("reproject").checked, v: state.version });
   $("screen-note").textContent = "loading the run…";
   highlightCurrent();
 }
@@ -269,6 +269,7 @@ function wireControls() {
     $("screen-note").textContent = state.paused ? "paused" : "";
     sendChange({ type: "pause", paused: state.paused });
   });
+  $("reproject").addEventListener("change", (e) => sendChange({ type: "set", reproject: e.target.checked }));
   $("reseed-random").addEventListener("click", () => sendChange({ type: "reseed" }));
   $("reseed-frame").addEventListener("input", (e) => {
     $("reseed-frame-value").textContent = e.target.value;
