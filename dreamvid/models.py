@@ -104,7 +104,17 @@ class VAE(nn.Module):
              kl_scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(total, reconstruction, kl), each averaged over the batch and summed over pixels / latents; the KL
         term is weighted by `kl_weight` times `kl_scale` (below 1 while it is annealed in)."""
-        logits, mu, logvar = logits.float(), mu.float(), logvar.float()
+        mu, logvar = mu.float(), logvar.float()
+        reconstruction = self.reconstruction_loss(images, logits)
+        kl = (-0.5 * (1 + logvar - mu ** 2 - logvar.exp())).sum(1).mean()
+        # World Models' free bits: KL below the tolerance is not penalised, so latents keep their information.
+        kl_penalty = torch.clamp(kl, min=self.config.free_bits * self.config.z_dim)
+        return reconstruction + self.config.kl_weight * kl_scale * kl_penalty, reconstruction, kl
+
+    def reconstruction_loss(self, images: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        """The configured pixel loss (plus gradient-difference and SSIM terms, if weighted), summed over
+        pixels and averaged over the batch."""
+        logits = logits.float()
         decoded = torch.sigmoid(logits)
         if self.config.reconstruction == "bce":
             per_pixel = F.binary_cross_entropy_with_logits(logits, images, reduction="none")
@@ -117,10 +127,7 @@ class VAE(nn.Module):
             reconstruction = reconstruction + self.config.gradient_weight * gradient_difference(decoded, images)
         if self.config.ssim_weight > 0:
             reconstruction = reconstruction + self.config.ssim_weight * ssim_loss(decoded, images)
-        kl = (-0.5 * (1 + logvar - mu ** 2 - logvar.exp())).sum(1).mean()
-        # World Models' free bits: KL below the tolerance is not penalised, so latents keep their information.
-        kl_penalty = torch.clamp(kl, min=self.config.free_bits * self.config.z_dim)
-        return reconstruction + self.config.kl_weight * kl_scale * kl_penalty, reconstruction, kl
+        return reconstruction
 
 
 class ConvVAE(VAE):

@@ -252,11 +252,15 @@ class _Job:
                         group["lr"] = config.vae.lr * 0.5 * (1 + math.cos(math.pi * meter.fraction()))
                 rows = train_index[order[step * batch:(step + 1) * batch].numpy()]
                 images = self._batch(frames, rows)
-                adversarial = self.critic is not None and meter.fraction() >= config.vae.adversarial_start
-                kl_scale = min(1.0, meter.fraction() / config.vae.kl_anneal) if config.vae.kl_anneal else 1.0
-                loss, kl = vae_train_step(vae, self.vae_optimizer, images, generator, self.use_bf16,
-                                          self.critic if adversarial else None, self.critic_optimizer,
-                                          config.vae.adversarial_weight, kl_scale)
+                fraction = meter.fraction()
+                if config.vae.decoder_tuning and fraction >= 1 - config.vae.decoder_tuning:
+                    loss, kl = decoder_train_step(vae, self.vae_optimizer, images, self.use_bf16)
+                else:
+                    adversarial = self.critic is not None and fraction >= config.vae.adversarial_start
+                    kl_scale = min(1.0, fraction / config.vae.kl_anneal) if config.vae.kl_anneal else 1.0
+                    loss, kl = vae_train_step(vae, self.vae_optimizer, images, generator, self.use_bf16,
+                                              self.critic if adversarial else None, self.critic_optimizer,
+                                              config.vae.adversarial_weight, kl_scale)
                 self.state["step"] = step + 1
                 meter(loss=loss / images[0].numel(), kl=kl)
             else:
@@ -522,6 +526,24 @@ def vae_train_step(vae: VAE, optimizer: torch.optim.Optimizer, images: torch.Ten
         critic_optimizer.zero_grad(set_to_none=True)
         critic_loss.backward()
         critic_optimizer.step()
+    return loss.item(), kl.item()
+
+
+def decoder_train_step(vae: VAE, optimizer: torch.optim.Optimizer, images: torch.Tensor,
+                       bf16: bool) -> tuple[float, float]:
+    """One optimizer step of the decoder alone, drawing each image from its latent mean; returns (loss, kl).
+
+    A decoder trained on posterior samples learns to draw the average of the frames near each latent, which is
+    blur; the RNN's latents never change here, since the encoder is left as it is."""
+    with torch.no_grad(), autocast(images.device, bf16):
+        mu, logvar = vae.encode(images)
+    with autocast(images.device, bf16):
+        logits = vae.decode_logits(mu)
+    loss = vae.reconstruction_loss(images, logits)
+    optimizer.zero_grad(set_to_none=True)  # the encoder's gradients stay None, so Adam leaves it alone
+    loss.backward()
+    optimizer.step()
+    kl = (-0.5 * (1 + logvar - mu ** 2 - logvar.exp())).sum(1).mean()
     return loss.item(), kl.item()
 
 

@@ -407,6 +407,43 @@ def _rnn_val_losses(run: Path) -> list[float]:
             if '"rnn"' in line]
 
 
+def test_decoder_tuning_changes_the_decoder_and_leaves_the_encoder_and_latents_as_they_were(clip, tiny_run,
+                                                                                          tmp_path):
+    from dataclasses import replace
+    tiny = PRESETS["tiny"]()
+    config = replace(tiny, vae=replace(tiny.vae, decoder_tuning=0.5))  # epochs 0-1 as tiny_run's, 2-3 decoder only
+    dreamvid.train(clip, tmp_path / "tuned", vae_epochs=4, rnn_epochs=2, **{**TINY, "preset": config})
+    plain, tuned = (checkpoint.load_tensors(run / "vae.safetensors") for run in (tiny_run, tmp_path / "tuned"))
+    encoder = [key for key in plain if key.startswith(("encoder.", "to_mu.", "to_logvar."))]
+    decoder = [key for key in plain if key not in encoder]
+    assert encoder and decoder
+    assert all(torch.equal(plain[key], tuned[key]) for key in encoder)
+    assert not any(torch.equal(plain[key], tuned[key]) for key in decoder)
+    latents = [checkpoint.load_tensors(run / "latents.safetensors") for run in (tiny_run, tmp_path / "tuned")]
+    assert torch.equal(latents[0]["mu"], latents[1]["mu"])
+    with pytest.raises(ValueError, match="decoder_tuning"):
+        VAEConfig(decoder_tuning=1.0)
+
+
+def test_a_decoder_step_draws_frames_closer_from_their_means_and_leaves_the_encoder_alone():
+    from dreamvid.training import decoder_train_step
+    torch.manual_seed(0)
+    vae = build_vae(VAEConfig(size=32, z_dim=4, channels=(8, 8, 8)))
+    images = torch.rand(8, 3, 1, 1).expand(8, 3, 32, 32).contiguous()  # flat colours: learnable in a few steps
+    encoder = {key: value.clone() for key, value in vae.state_dict().items() if key.startswith("encoder.")}
+
+    def loss_from_means() -> float:
+        with torch.no_grad():
+            return vae.reconstruction_loss(images, vae.decode_logits(vae.encode(images)[0])).item()
+
+    before = loss_from_means()
+    optimizer = torch.optim.Adam(vae.parameters(), lr=1e-2)
+    for _ in range(100):
+        decoder_train_step(vae, optimizer, images, bf16=False)
+    assert loss_from_means() < 0.8 * before
+    assert all(torch.equal(vae.state_dict()[key], value) for key, value in encoder.items())
+
+
 def test_keep_best_ends_with_the_lowest_validation_epoch_and_survives_resume(clip, tmp_path):
     from dataclasses import replace
     tiny = PRESETS["tiny"]()
