@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import time
 from dataclasses import replace
@@ -61,6 +62,8 @@ VARIANTS = {
     "default+128px": lambda: _with("default", vae={"size": 128}, data={"size": 128}),
     "default+gdl0.1": lambda: _with("default", vae={"gradient_weight": 0.1}),
     "default+gdl0.3": lambda: _with("default", vae={"gradient_weight": 0.3}),
+    "default+dectune0.25+spread0": lambda: _with("default", vae={"decoder_tuning": 0.25},
+                                                 rnn={"decode_spread": 0.0}),
 }
 
 # (metric group, name, label, target) for the table; targets are issue 4's figures.
@@ -124,17 +127,21 @@ def score_cell(cell: Path, frames: int, seed: int, temperature: float | None = N
 
 
 def rescore(cells: list[Path], out: Path, frames: int, seed: int | None, temperature: float | None = None,
-            reproject: bool = False) -> list[Path]:
-    """Each finished cell's models, unchanged, scored again on a dream at `temperature` and/or re-projected,
-    into OUT/FOLDER/CELL+SUFFIX, FOLDER being the cell's own results folder (its run linked, not copied); `seed`
-    None keeps the dream seed each cell was scored with."""
-    suffix = ("" if temperature is None else f"+t{temperature:g}") + ("+reproject" if reproject else "")
+            reproject: bool = False, decode_spread: float | None = None) -> list[Path]:
+    """Each finished cell's models, unchanged, scored again on a dream at `temperature`, re-projected and/or
+    with frames showing `decode_spread` of each sample's deviation, into OUT/FOLDER/CELL+SUFFIX, FOLDER being
+    the cell's own results folder (its weights linked, not copied); `seed` None keeps the dream seed each cell
+    was scored with."""
+    suffix = (("" if temperature is None else f"+t{temperature:g}") + ("+reproject" if reproject else "") +
+              ("" if decode_spread is None else f"+spread{decode_spread:g}"))
     targets = []
     for cell in cells:
         fields = json.loads((cell / "summary.json").read_text())
         target = out / cell.resolve().parent.name / f"{cell.name}{suffix}"
         target.mkdir(parents=True, exist_ok=True)
-        if not (target / "run").exists():
+        if decode_spread is not None:
+            with_spread(cell / "run", target / "run", decode_spread)
+        elif not (target / "run").exists():
             (target / "run").symlink_to((cell / "run").resolve())
         report = cell / "eval" / "report.json"
         dream_seed = json.loads(report.read_text())["meta"]["seed"] if seed is None else seed
@@ -142,6 +149,22 @@ def rescore(cells: list[Path], out: Path, frames: int, seed: int | None, tempera
                    variant=f"{fields['variant']}{suffix}", minutes=fields["minutes"])
         targets.append(target)
     return targets
+
+
+def with_spread(run: Path, copy: Path, spread: float) -> Path:
+    """A run folder at `copy` whose frames show `spread` of each sample's deviation: `run`'s files linked, its
+    config.json changed."""
+    if copy.is_symlink():
+        copy.unlink()
+    shutil.rmtree(copy, ignore_errors=True)
+    copy.mkdir(parents=True)
+    for item in run.iterdir():
+        if item.name != "config.json":
+            (copy / item.name).symlink_to(item.resolve())
+    config = json.loads((run / "config.json").read_text())
+    config["rnn"]["decode_spread"] = spread
+    (copy / "config.json").write_text(json.dumps(config, indent=2))
+    return copy
 
 
 def _realism_drift(report: dict) -> float | None:
@@ -283,6 +306,7 @@ def main() -> None:
     again.add_argument("cells", type=Path, nargs="+")
     again.add_argument("--temperature", type=float)
     again.add_argument("--reproject", action="store_true")
+    again.add_argument("--decode-spread", type=float, help="the share of each sample's deviation frames show")
     again.add_argument("--frames", type=int, default=10000)
     again.add_argument("--seed", type=int, help="the dream's seed (default: the one each cell was scored with)")
     again.add_argument("-o", "--out", type=Path, default=Path("rescored"))
@@ -303,7 +327,7 @@ def main() -> None:
         print(met(args.outs))
     elif args.verb == "rescore":
         print("\n".join(map(str, rescore(args.cells, args.out, args.frames, args.seed, args.temperature,
-                                          args.reproject))))
+                                          args.reproject, args.decode_spread))))
     elif args.verb == "strips":
         print("\n".join(map(str, strips(args.out, args.dest))))
     else:
