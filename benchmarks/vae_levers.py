@@ -48,6 +48,7 @@ def score_vae(run: Path) -> dict:
     from dreamvid.checkpoint import load_tensors
     from dreamvid.dreaming import load
     from dreamvid.evaluation import prepare_source, reconstruction
+    from dreamvid.models import gaussian_kl
     dreamer = load(run, device="cpu")
     heldout = dreamer.cache.split("val")
     result, reconstructed = reconstruction(dreamer, heldout)
@@ -56,7 +57,7 @@ def score_vae(run: Path) -> dict:
     result["realism_ratio"] = M.ratio(float(patch.mean()), source.heldout_patch)
     latents = load_tensors(run / "latents.safetensors")
     mu, logvar = latents["mu"], latents["logvar"]
-    kl = -0.5 * (1 + logvar - mu ** 2 - logvar.exp())
+    kl = gaussian_kl(mu, logvar)
     active = kl.mean(0) > ACTIVE_KL
     step = torch.cat([(mu[a + 1:b] - mu[a:b - 1]).abs() for a, b in latents["sequences"].tolist()])
     result["kl_nats"] = float(kl.sum(1).mean())

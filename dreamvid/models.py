@@ -51,6 +51,11 @@ def encode_frames(vae: "VAE", frames: np.ndarray, device: torch.device, bf16: bo
     return torch.cat(mus), torch.cat(logvars)
 
 
+def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, exp(logvar)) || N(0, 1)) per latent dimension, in nats, shape of `mu`."""
+    return -0.5 * (1 + logvar - mu ** 2 - logvar.exp())
+
+
 def gradient_difference(images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Mathieu et al. 2016's gradient difference loss (alpha 2), summed over pixels, averaged over the batch.
     A pixel loss pays little for smearing an edge over a few pixels; this pays for every lost step."""
@@ -106,7 +111,7 @@ class VAE(nn.Module):
         term is weighted by `kl_weight` times `kl_scale` (below 1 while it is annealed in)."""
         mu, logvar = mu.float(), logvar.float()
         reconstruction = self.reconstruction_loss(images, logits)
-        kl = (-0.5 * (1 + logvar - mu ** 2 - logvar.exp())).sum(1).mean()
+        kl = gaussian_kl(mu, logvar).sum(1).mean()
         # World Models' free bits: KL below the tolerance is not penalised, so latents keep their information.
         kl_penalty = torch.clamp(kl, min=self.config.free_bits * self.config.z_dim)
         return reconstruction + self.config.kl_weight * kl_scale * kl_penalty, reconstruction, kl

@@ -28,7 +28,7 @@ from .config import RunConfig, make_config
 from .device import autocast, fast_bf16, place, resolve_device
 from .errors import DreamvidError, Interrupted, UsageError
 from .models import (LatentRNN, PatchDiscriminator, VAE, build_rnn, build_vae, encode_frames, frames_to_tensor,
-                     tensor_to_frames)
+                     gaussian_kl, tensor_to_frames)
 from .video import probe
 
 RUN_FILES = ("config.json", "vae.safetensors", "rnn.safetensors", "latents.safetensors", "log.jsonl",
@@ -543,8 +543,7 @@ def decoder_train_step(vae: VAE, optimizer: torch.optim.Optimizer, images: torch
     optimizer.zero_grad(set_to_none=True)  # the encoder's gradients stay None, so Adam leaves it alone
     loss.backward()
     optimizer.step()
-    kl = (-0.5 * (1 + logvar - mu ** 2 - logvar.exp())).sum(1).mean()
-    return loss.item(), kl.item()
+    return loss.item(), gaussian_kl(mu, logvar).sum(1).mean().item()
 
 
 @torch.no_grad()
