@@ -1,0 +1,61 @@
+"""Where a dream's blur lives: its sharpness inside each k-means cluster of the source, beside the source's own.
+
+    python benchmarks/sharpness_by_cluster.py results/enduro--default --seed 0
+
+A dream can miss the sharpness target because its frames are blurrier than the source's, or because it dwells
+on the source's plainer scenes (a night road has fewer edges than a day one). The clusters are those of
+`dreamvid eval` (k-means on 16x16 thumbnails of the training frames, seeded like the evaluation); the dream
+is the evaluation's too (10,000 frames, the run's temperature, `--seed`). Sharpness is the mean variance of
+the Laplacian over the source's mean, as in the evaluation.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from dreamvid import dreaming, metrics  # noqa: E402
+
+
+def cluster_sharpness(run: Path, seed: int, frames: int) -> list[str]:
+    dreamer = dreaming.load(run, device="cpu")
+    train = metrics.concat(dreamer.cache.split("train"))
+    centroids = metrics.kmeans(metrics.frame_features(train), seed=seed)
+    source_cluster = metrics.nearest(metrics.frame_features(train), centroids)[1].numpy()
+    source_sharpness = metrics.laplacian_var(train)
+    scale = float(source_sharpness.mean())
+    dream = np.concatenate(list(dreamer.dream(frames=frames, seed=seed).batches()))
+    dream_cluster = metrics.nearest(metrics.frame_features(dream), centroids)[1].numpy()
+    dream_sharpness = metrics.laplacian_var(dream)
+    share = np.bincount(dream_cluster, minlength=len(centroids)) / len(dream)
+    mix = sum(share[k] * source_sharpness[source_cluster == k].mean()
+              for k in range(len(centroids)) if (source_cluster == k).any())
+    lines = [f"{run}: dream sharpness {dream_sharpness.mean() / scale:.2f}; the source's own frames, in the "
+             f"dream's mix of clusters, {mix / scale:.2f}",
+             "cluster | dream share | source frames | source sharpness there | dream sharpness there"]
+    for k in np.argsort(-share):
+        if share[k] < 0.01:
+            break
+        where = np.flatnonzero(source_cluster == k)
+        lines.append(f"{k} | {share[k]:.2f} | {where.min()}-{where.max()} | "
+                     f"{source_sharpness[where].mean() / scale:.2f} | {dream_sharpness[dream_cluster == k].mean() / scale:.2f}")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("cells", type=Path, nargs="+", help="cells of presets.py (CELL/run) or run folders")
+    parser.add_argument("--seed", type=int, default=0, help="the evaluation's seed (clusters and dream)")
+    parser.add_argument("--frames", type=int, default=10000)
+    args = parser.parse_args()
+    for cell in args.cells:
+        run = cell / "run" if (cell / "run").is_dir() else cell
+        print("\n".join(cluster_sharpness(run, args.seed, args.frames)), flush=True)
+
+
+if __name__ == "__main__":
+    main()
