@@ -29,7 +29,6 @@ import presets  # noqa: E402
 from common import machine  # noqa: E402
 from dreamvid import dreaming, metrics  # noqa: E402
 from dreamvid.device import autocast  # noqa: E402
-from dreamvid.evaluation import _decode_all, _encode_all  # noqa: E402
 from dreamvid.models import tensor_to_frames  # noqa: E402
 
 
@@ -79,13 +78,13 @@ def fit_amount(run: Path, target: float, sigma: float, frames: int = 256, steps:
     dreamer = dreaming.load(run, device="cpu")
     train = metrics.concat(dreamer.cache.split("train"))
     train = train[metrics.evenly(len(train), frames)]
-    latents = _encode_all(dreamer, train)
+    latents = dreamer.encode(train)[0]
     wanted = target * float(metrics.laplacian_var(train).mean())
     low, high = 0.0, 4.0
     for _ in range(steps):
         amount = (low + high) / 2
         with SharpenedDecode(amount, sigma):
-            reached = float(metrics.laplacian_var(_decode_all(dreamer, latents)).mean())
+            reached = float(metrics.laplacian_var(dreamer.decode(latents)).mean())
         low, high = (amount, high) if reached < wanted else (low, amount)
     return (low + high) / 2
 

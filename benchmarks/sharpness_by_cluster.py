@@ -4,7 +4,7 @@
 
 A dream can miss the sharpness target because its frames are blurrier than the source's, or because it dwells
 on the source's plainer scenes (a night road has fewer edges than a day one). The clusters are those of
-`dreamvid eval` (k-means on 16x16 thumbnails of the training frames, seeded like the evaluation); the dream
+`dreamvid eval` (its own source preparation: k-means on 16x16 thumbnails of the training frames); the dream
 is the evaluation's too (10,000 frames, the run's temperature, `--seed`). Sharpness is the mean variance of
 the Laplacian over the source's mean, as in the evaluation.
 """
@@ -19,14 +19,13 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dreamvid import dreaming, metrics  # noqa: E402
+from dreamvid.evaluation import prepare_source  # noqa: E402
 
 
 def cluster_sharpness(run: Path, seed: int, frames: int) -> list[str]:
     dreamer = dreaming.load(run, device="cpu")
-    train = metrics.concat(dreamer.cache.split("train"))
-    centroids = metrics.kmeans(metrics.frame_features(train), seed=seed)
-    source_cluster = metrics.nearest(metrics.frame_features(train), centroids)[1].numpy()
-    source_sharpness = metrics.laplacian_var(train)
+    source = prepare_source(dreamer.cache.split("train"), dreamer.cache.split("val"), dreamer.fps, seed)
+    centroids, source_cluster, source_sharpness = source.centroids, source.assign, source.lap
     scale = float(source_sharpness.mean())
     dream = np.concatenate(list(dreamer.dream(frames=frames, seed=seed).batches()))
     dream_cluster = metrics.nearest(metrics.frame_features(dream), centroids)[1].numpy()
@@ -41,8 +40,9 @@ def cluster_sharpness(run: Path, seed: int, frames: int) -> list[str]:
         if share[k] < 0.01:
             break
         where = np.flatnonzero(source_cluster == k)
-        lines.append(f"{k} | {share[k]:.2f} | {where.min()}-{where.max()} | "
-                     f"{source_sharpness[where].mean() / scale:.2f} | {dream_sharpness[dream_cluster == k].mean() / scale:.2f}")
+        in_source = source_sharpness[where].mean() / scale
+        in_dream = dream_sharpness[dream_cluster == k].mean() / scale
+        lines.append(f"{k} | {share[k]:.2f} | {where.min()}-{where.max()} | {in_source:.2f} | {in_dream:.2f}")
     return lines
 
 
