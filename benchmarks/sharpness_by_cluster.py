@@ -3,7 +3,9 @@
     python benchmarks/sharpness_by_cluster.py results/enduro--default --seed 0
 
 A dream can miss the sharpness target because its frames are blurrier than the source's, or because it dwells
-on the source's plainer scenes (a night road has fewer edges than a day one). The clusters are those of
+on the source's plainer scenes (a night road has fewer edges than a day one). Beside each cluster's dream
+sharpness is that of the VAE's reconstructions (from the latent means) of the source's frames there: what the
+decoder draws for those scenes given the best latents. The clusters are those of
 `dreamvid eval` (its own source preparation: k-means on 16x16 thumbnails of the training frames); the dream
 is the evaluation's too (10,000 frames, the run's temperature, `--seed`). Sharpness is the mean variance of
 the Laplacian over the source's mean, as in the evaluation.
@@ -27,6 +29,10 @@ def cluster_sharpness(run: Path, seed: int, frames: int) -> list[str]:
     source = prepare_source(dreamer.cache.split("train"), dreamer.cache.split("val"), dreamer.fps, seed)
     centroids, source_cluster, source_sharpness = source.centroids, source.assign, source.lap
     scale = float(source_sharpness.mean())
+    train = metrics.concat(dreamer.cache.split("train"))
+    reconstructed = np.concatenate([dreamer.decode(dreamer.encode(train[i:i + 256])[0])
+                                    for i in range(0, len(train), 256)])
+    reconstruction_sharpness = metrics.laplacian_var(reconstructed)
     dream = np.concatenate(list(dreamer.dream(frames=frames, seed=seed).batches()))
     dream_cluster = metrics.nearest(metrics.frame_features(dream), centroids)[1].numpy()
     dream_sharpness = metrics.laplacian_var(dream)
@@ -35,14 +41,17 @@ def cluster_sharpness(run: Path, seed: int, frames: int) -> list[str]:
               for k in range(len(centroids)) if (source_cluster == k).any())
     lines = [f"{run}: dream sharpness {dream_sharpness.mean() / scale:.2f}; the source's own frames, in the "
              f"dream's mix of clusters, {mix / scale:.2f}",
-             "cluster | dream share | source frames | source sharpness there | dream sharpness there"]
+             "cluster | dream share | source frames | source sharpness there | reconstructions there | "
+             "dream sharpness there"]
     for k in np.argsort(-share):
         if share[k] < 0.01:
             break
         where = np.flatnonzero(source_cluster == k)
         in_source = source_sharpness[where].mean() / scale
+        in_reconstructions = reconstruction_sharpness[where].mean() / scale
         in_dream = dream_sharpness[dream_cluster == k].mean() / scale
-        lines.append(f"{k} | {share[k]:.2f} | {where.min()}-{where.max()} | {in_source:.2f} | {in_dream:.2f}")
+        lines.append(f"{k} | {share[k]:.2f} | {where.min()}-{where.max()} | {in_source:.2f} | "
+                     f"{in_reconstructions:.2f} | {in_dream:.2f}")
     return lines
 
 

@@ -38,8 +38,11 @@ class VAEConfig:
     critic_channels: int = 32
     gradient_weight: float = 0.0             # > 0: add the gradient difference loss (sharp edges, not blur)
     ssim_weight: float = 0.0                 # > 0: add (1 - SSIM) / 2, summed over pixels, at this weight
+    edge_weight: float = 0.0                 # > 0: weight each pixel's loss by 1 + this x its local contrast
+                                             # (over the batch mean), so thin edges and sprites count
     refine: int = 0                          # conv: > 0 ends the decoder with 3x3 convolutions of this width at
                                              # full resolution (0: World Models' last transposed convolution)
+    coords: bool = False                     # conv: feed every decoder stage its pixels' x and y (CoordConv)
     decoder_tuning: float = 0.0              # share of the VAE stage, at its end, in which the encoder is frozen
                                              # and the decoder alone learns to draw each frame from its mean
 

@@ -375,6 +375,30 @@ def test_ssim_loss_charges_blur_more_than_a_brightness_shift_of_equal_squared_er
     assert ssim_loss(blurred, texture).item() > 5 * ssim_loss(brighter, texture).item()
 
 
+def test_edge_weights_lift_a_thin_line_above_its_flat_background():
+    from dreamvid.models import edge_weights
+    flat = torch.full((1, 3, 16, 16), 0.3)
+    torch.testing.assert_close(edge_weights(flat, 3.0), torch.ones(1, 1, 16, 16), atol=1e-3, rtol=0)
+    line = flat.clone()
+    line[..., 8] = 0.9
+    weights = edge_weights(line, 3.0)
+    assert weights.shape == (1, 1, 16, 16)
+    assert weights[..., 8].min() > 2 * weights[..., 2].max()
+    assert weights[..., 2].max() < 1 + 1e-3
+
+
+def test_coords_decoder_sees_each_pixel_position_and_keeps_the_output_shape():
+    from dreamvid.config import VAEConfig
+    from dreamvid.models import AddCoords
+    with_coords = AddCoords()(torch.zeros(2, 5, 4, 6))
+    assert with_coords.shape == (2, 7, 4, 6)
+    assert with_coords[0, 5, :, 0].tolist() == pytest.approx([-1, -1 / 3, 1 / 3, 1])
+    assert with_coords[0, 6, 0, :].tolist() == pytest.approx([-1, -0.6, -0.2, 0.2, 0.6, 1])
+    vae = build_vae(VAEConfig(size=32, z_dim=4, channels=(8, 8, 8), coords=True))
+    assert vae.decode(torch.zeros(3, 4)).shape == (3, 3, 32, 32)
+    assert sum(isinstance(m, AddCoords) for m in vae.decoder) == 3
+
+
 def test_kl_annealing_scales_only_the_kl_term():
     from dreamvid.config import VAEConfig
     vae = build_vae(VAEConfig(size=32, z_dim=4, channels=(8, 8, 8), free_bits=0.5))
