@@ -1,7 +1,7 @@
 """VAE levers at a fraction of a cell's cost: train only the VAE for a few minutes, score its reconstructions.
 
     python benchmarks/vae_levers.py --clips enduro carphone --variants default default+beta0.25 --seconds 180
-    python benchmarks/vae_levers.py --clips enduro --variants default default+ae --picture enduro-vae.png
+    python benchmarks/vae_levers.py --clips enduro --variants default default+ae --picture vae.png  # enduro-vae.png
 
 Every dreamed frame is drawn by the VAE's decoder, so its reconstructions of held-out frames bound what a dream
 can reach: sharpness and patch realism (as `dreamvid eval` scores them), PSNR and SSIM. Two more figures say what

@@ -126,7 +126,7 @@ class VAE(nn.Module):
         return reconstruction + self.config.kl_weight * kl_scale * kl_penalty, reconstruction, kl
 
     def reconstruction_loss(self, images: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-        """The configured pixel loss (plus gradient-difference and SSIM terms, if weighted), summed over
+        """The configured pixel loss (edge-weighted, plus gradient-difference and SSIM terms, if set), summed over
         pixels and averaged over the batch."""
         logits = logits.float()
         decoded = torch.sigmoid(logits)
