@@ -29,9 +29,8 @@ def cluster_sharpness(run: Path, seed: int, frames: int) -> list[str]:
     source = prepare_source(dreamer.cache.split("train"), dreamer.cache.split("val"), dreamer.fps, seed)
     centroids, source_cluster, source_sharpness = source.centroids, source.assign, source.lap
     scale = float(source_sharpness.mean())
-    train = metrics.concat(dreamer.cache.split("train"))
-    reconstructed = np.concatenate([dreamer.decode(dreamer.encode(train[i:i + 256])[0])
-                                    for i in range(0, len(train), 256)])
+    means = dreamer.encode(source.frames)[0]  # Dreamer.encode batches; its decode takes what it is given
+    reconstructed = np.concatenate([dreamer.decode(means[i:i + 256]) for i in range(0, len(means), 256)])
     reconstruction_sharpness = metrics.laplacian_var(reconstructed)
     dream = np.concatenate(list(dreamer.dream(frames=frames, seed=seed).batches()))
     dream_cluster = metrics.nearest(metrics.frame_features(dream), centroids)[1].numpy()

@@ -88,7 +88,7 @@ def reconstructions(run: Path, count: int = 8) -> tuple[np.ndarray, np.ndarray]:
     from dreamvid.dreaming import load
     dreamer = load(run, device="cpu")
     train = M.concat(dreamer.cache.split("train"))
-    frames = train[np.linspace(0, len(train) - 1, count).round().astype(int)]
+    frames = train[M.evenly(len(train), count)]
     return frames, dreamer.decode(dreamer.encode(frames)[0])
 
 
