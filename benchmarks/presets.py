@@ -72,6 +72,10 @@ VARIANTS = {
     "default+edge3": lambda: _with("default", vae={"edge_weight": 3.0}),
     "default+coords": lambda: _with("default", vae={"coords": True}),
     "default+bce": lambda: _with("default", vae={"reconstruction": "bce"}),
+    "default+grid4": lambda: _with("default", vae={"grid": 4, "z_dim": 64}),
+    "default+grid8": lambda: _with("default", vae={"grid": 8, "z_dim": 256}),
+    "default+grid8c2": lambda: _with("default", vae={"grid": 8, "z_dim": 128}),
+    "default+grid8+vae0.6": lambda: _with("default", vae={"grid": 8, "z_dim": 256}, train={"vae_share": 0.6}),
     "default+dectune0.25+spread0": lambda: _with("default", vae={"decoder_tuning": 0.25},
                                                  rnn={"decode_spread": 0.0}),
 }

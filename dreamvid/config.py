@@ -43,6 +43,8 @@ class VAEConfig:
     refine: int = 0                          # conv: > 0 ends the decoder with 3x3 convolutions of this width at
                                              # full resolution (0: World Models' last transposed convolution)
     coords: bool = False                     # conv: feed every decoder stage its pixels' x and y (CoordConv)
+    grid: int = 0                            # conv: > 0 makes the latent a grid x grid map of z_dim / grid^2
+                                             # channels, each cell drawn from its own patch (0: one vector)
     decoder_tuning: float = 0.0              # share of the VAE stage, at its end, in which the encoder is frozen
                                              # and the decoder alone learns to draw each frame from its mean
 
@@ -53,6 +55,9 @@ class VAEConfig:
             raise ValueError(f"vae.kl_anneal must be from 0 to 1, not {self.kl_anneal}")
         if self.refine < 0:
             raise ValueError(f"vae.refine must be 0 or more, not {self.refine}")
+        if self.grid < 0 or (self.grid and self.z_dim % (self.grid * self.grid)):
+            raise ValueError(f"vae.grid must be 0, or a side whose square divides vae.z_dim ({self.z_dim}), "
+                             f"not {self.grid}")
         if not 0 <= self.decoder_tuning < 1:
             raise ValueError(f"vae.decoder_tuning must be at least 0 and below 1, not {self.decoder_tuning}")
 
@@ -213,10 +218,10 @@ def _default() -> RunConfig:
     #   no Enduro dream froze (two of four did with nn.LSTM); `bikes` replays longer with it (40-93 frames).
     # RNN input noise, open-loop inputs, a lower or higher temperature, a patch critic, L1, a gradient-difference
     # loss, an SSIM term, a lower KL weight, KL annealing, z = 64, a wider decoder, decoder tuning on latent
-    # means, 128 px, a GRU, a causal transformer, a smaller LSTM, an RNN trained on latent means, another RNN
-    # epoch than the best held-out one, and time-correlated noise or re-projection while dreaming were each
-    # measured and not kept (re-projection helps live footage and stills games: it is `dreamvid dream
-    # --reproject`).
+    # means, 128 px, a grid of latent cells, a Bernoulli decoder loss, a GRU, a causal transformer, a smaller
+    # LSTM, an RNN trained on latent means, another RNN epoch than the best held-out one, and time-correlated
+    # noise or re-projection while dreaming were each measured and not kept (re-projection helps live footage
+    # and stills games: it is `dreamvid dream --reproject`).
     worldmodels = _worldmodels()
     return replace(worldmodels, preset="default", train=TrainConfig(vae_share=0.9),
                    rnn=replace(worldmodels.rnn, cell="lnlstm", keep_best=True, decode_spread=0.5, dropout=0.3))

@@ -158,24 +158,38 @@ class AddCoords(nn.Module):
 
 
 class ConvVAE(VAE):
-    """World Models' layout: k4 s2 convolutions 32/64/128/256 down to 4x4 (one more stage per doubling)."""
+    """World Models' layout: k4 s2 convolutions 32/64/128/256 down to 4x4 (one more stage per doubling), then
+    one latent vector; or, with `grid`, down to a grid of latent cells that each describe their own patch."""
 
     def __init__(self, config: VAEConfig):
         super().__init__()
         self.config = config
-        stages = int(round(math.log2(config.size / 4)))
+        bottom = config.grid or 4
+        stages = int(round(math.log2(config.size / bottom)))
+        if stages < 1:
+            raise ValueError(f"vae.grid {config.grid} leaves no convolution stage at {config.size} px")
         widths = list(config.channels[:stages]) + [config.channels[-1]] * max(0, stages - len(config.channels))
         encoder: list[nn.Module] = []
         in_channels = 3
         for width in widths:
             encoder += [nn.Conv2d(in_channels, width, 4, 2, 1), nn.ReLU(inplace=True)]
             in_channels = width
-        self.encoder = nn.Sequential(*encoder, nn.Flatten())
-        self.bottom = (widths[-1], 4, 4)
-        flat = widths[-1] * 16
-        self.to_mu = nn.Linear(flat, config.z_dim)
-        self.to_logvar = nn.Linear(flat, config.z_dim)
-        self.from_z = nn.Linear(config.z_dim, flat)
+        self.bottom = (widths[-1], bottom, bottom)
+        if config.grid:
+            # A map of small latent cells: the decoder stays local and translation-equivariant, so it need not
+            # learn from one vector where on the image every edge goes.
+            cell_channels = config.z_dim // (bottom * bottom)
+            self.encoder = nn.Sequential(*encoder)
+            self.to_mu = nn.Sequential(nn.Conv2d(widths[-1], cell_channels, 1), nn.Flatten())
+            self.to_logvar = nn.Sequential(nn.Conv2d(widths[-1], cell_channels, 1), nn.Flatten())
+            self.from_z = nn.Sequential(nn.Unflatten(1, (cell_channels, bottom, bottom)),
+                                        nn.Conv2d(cell_channels, widths[-1], 3, 1, 1))
+        else:
+            flat = widths[-1] * bottom * bottom
+            self.encoder = nn.Sequential(*encoder, nn.Flatten())
+            self.to_mu = nn.Linear(flat, config.z_dim)
+            self.to_logvar = nn.Linear(flat, config.z_dim)
+            self.from_z = nn.Linear(config.z_dim, flat)
         decoder: list[nn.Module] = []
         outs = widths[-2::-1] + [config.refine or 3]
         coords = 2 if config.coords else 0

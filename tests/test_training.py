@@ -399,6 +399,27 @@ def test_coords_decoder_sees_each_pixel_position_and_keeps_the_output_shape():
     assert sum(isinstance(m, AddCoords) for m in vae.decoder) == 3
 
 
+def test_grid_latents_are_local_cells_each_decoded_into_its_own_patch():
+    from dreamvid.config import VAEConfig
+    vae = build_vae(VAEConfig(size=32, z_dim=32, channels=(8, 8, 8), grid=4))
+    mu, logvar = vae.encode(torch.rand(2, 3, 32, 32))
+    assert mu.shape == logvar.shape == (2, 32)
+    z = torch.randn(1, 32)
+    moved = z.clone()
+    moved.view(1, 2, 4, 4)[0, :, 0, 0] += 3.0  # the top-left cell, in both of its channels
+    change = (vae.decode(moved) - vae.decode(z)).abs().sum(1)[0]
+    # The 3x3 convolution over the cells reaches the next cell (pixels 8-15), each k4 s2 upsampling a little more.
+    assert change[:8, :8].sum() > 0
+    assert change[24:, :].max() == 0 and change[:, 24:].max() == 0
+    flat = build_vae(VAEConfig(size=32, z_dim=32, channels=(8, 8, 8)))
+    z = torch.randn(1, 32)
+    moved = z.clone()
+    moved[0, :2] += 3.0
+    assert (flat.decode(moved) - flat.decode(z)).abs()[0, :, 24:, 24:].max() > 0
+    with pytest.raises(ValueError, match="grid"):
+        VAEConfig(z_dim=32, grid=3)
+
+
 def test_kl_annealing_scales_only_the_kl_term():
     from dreamvid.config import VAEConfig
     vae = build_vae(VAEConfig(size=32, z_dim=4, channels=(8, 8, 8), free_bits=0.5))
