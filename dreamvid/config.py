@@ -55,9 +55,11 @@ class VAEConfig:
             raise ValueError(f"vae.kl_anneal must be from 0 to 1, not {self.kl_anneal}")
         if self.refine < 0:
             raise ValueError(f"vae.refine must be 0 or more, not {self.refine}")
-        if self.grid < 0 or (self.grid and self.z_dim % (self.grid * self.grid)):
-            raise ValueError(f"vae.grid must be 0, or a side whose square divides vae.z_dim ({self.z_dim}), "
-                             f"not {self.grid}")
+        # The conv encoder halves the frame per stage, so a grid side must be a power of two below the size.
+        if self.grid and (self.grid & (self.grid - 1) or not 1 < self.grid <= self.size // 2
+                          or self.z_dim % (self.grid * self.grid)):
+            raise ValueError(f"vae.grid must be 0, or a power of two from 2 to {self.size // 2} whose square "
+                             f"divides vae.z_dim ({self.z_dim}), not {self.grid}")
         if not 0 <= self.decoder_tuning < 1:
             raise ValueError(f"vae.decoder_tuning must be at least 0 and below 1, not {self.decoder_tuning}")
 

@@ -166,8 +166,6 @@ class ConvVAE(VAE):
         self.config = config
         bottom = config.grid or 4
         stages = int(round(math.log2(config.size / bottom)))
-        if stages < 1:
-            raise ValueError(f"vae.grid {config.grid} leaves no convolution stage at {config.size} px")
         widths = list(config.channels[:stages]) + [config.channels[-1]] * max(0, stages - len(config.channels))
         encoder: list[nn.Module] = []
         in_channels = 3
