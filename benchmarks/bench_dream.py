@@ -19,12 +19,13 @@ from common import machine, peak_rss_mb
 from dreamvid import checkpoint
 from dreamvid.config import make_config
 from dreamvid.dreaming import load
+from dreamvid.rundir import RunDir
 from dreamvid.models import build_rnn, build_vae
 
 
 def make_untrained_run(directory: Path, preset: str, size: int, fps: float = 15) -> Path:
     config = make_config(preset, size=size, fps=fps)
-    config.save(directory / "config.json")
+    RunDir(directory).write_config(config)
     checkpoint.save_tensors(directory / "vae.safetensors", build_vae(config.vae).state_dict())
     checkpoint.save_tensors(directory / "rnn.safetensors", build_rnn(config.rnn, config.vae.z_dim).state_dict())
     latents = torch.randn(200, config.vae.z_dim)

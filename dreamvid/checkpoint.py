@@ -1,4 +1,4 @@
-"""Files a run is made of, written atomically (temp file, then rename) and read without pickles.
+"""Tensors on disk: weights and optimizer state as safetensors, written atomically, read without pickles.
 
 Weights are safetensors; optimizer state is flattened into safetensors tensors plus JSON scalars, so
 `--resume` never unpickles anything from a user's folder.
@@ -6,8 +6,6 @@ Weights are safetensors; optimizer state is flattened into safetensors tensors p
 from __future__ import annotations
 
 import json
-import os
-import secrets
 from pathlib import Path
 from typing import Any
 
@@ -16,27 +14,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .errors import DreamvidError
-
-
-def atomic_replace(path: Path, write) -> None:
-    """Call write(temp_path), then rename the temp file over `path`. The temp file is made with open(), not
-    tempfile, so the result gets the usual permissions (tempfile's 0600 would stick after the rename)."""
-    path = Path(path)
-    tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
-    try:
-        write(str(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_replace(path, lambda tmp: Path(tmp).write_text(text))
-
-
-def atomic_write_json(path: Path, value: Any) -> None:
-    atomic_write_text(path, json.dumps(value, indent=2))
+from .files import atomic_replace
 
 
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:

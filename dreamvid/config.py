@@ -139,10 +139,6 @@ class RunConfig:
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
 
-    def save(self, path: Path) -> None:
-        from .checkpoint import atomic_write_text
-        atomic_write_text(path, self.to_json())
-
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> "RunConfig":
         return RunConfig(

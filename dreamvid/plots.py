@@ -23,7 +23,7 @@ def frame_grid(rows: Sequence[np.ndarray], min_side: int = 96, gap: int = 2) -> 
 
 def save_png(path: Path, image: np.ndarray) -> None:
     import cv2
-    from .checkpoint import atomic_replace
+    from .files import atomic_replace
     ok, encoded = cv2.imencode(".png", np.ascontiguousarray(image[..., ::-1]))
     if ok:
         atomic_replace(path, lambda tmp: Path(tmp).write_bytes(encoded.tobytes()))

@@ -27,6 +27,8 @@ from .cache import FrameCache, build_cache
 from .config import RunConfig, make_config
 from .device import autocast, fast_bf16, place, resolve_device
 from .errors import DreamvidError, Interrupted, UsageError
+from .files import atomic_write_json
+from .rundir import RunDir
 from .models import (LatentRNN, PatchDiscriminator, VAE, build_rnn, build_vae, encode_frames, frames_to_tensor,
                      gaussian_kl, tensor_to_frames)
 from .video import probe
@@ -161,7 +163,7 @@ class _Job:
                 if (self.out / "state" / "train_state.json").is_file() else self.state
         self.cache = self._frame_cache()
         self.config.data.fps = self.cache.fps
-        self.config.save(self.out / "config.json")
+        RunDir(self.out).write_config(self.config)
         self.vae = place(build_vae(self.config.vae), self.device)
         self.rnn = build_rnn(self.config.rnn, self.config.vae.z_dim).to(self.device)
         self.started = time.monotonic() - self.state["elapsed"]
@@ -451,7 +453,7 @@ class _Job:
 
     def _save_state(self) -> None:
         self.state["elapsed"] = self._elapsed() if hasattr(self, "started") else 0.0
-        checkpoint.atomic_write_json(self.out / "state" / "train_state.json", self.state)
+        atomic_write_json(self.out / "state" / "train_state.json", self.state)
 
     def _log(self, **record: Any) -> None:
         record["elapsed_s"] = round(self._elapsed(), 2)
@@ -469,7 +471,7 @@ class _Job:
         status = {"stage": self.state["stage"], "epoch": self.state["epoch"], "step": self.state["step"],
                   "elapsed_s": round(self._elapsed(), 1) if hasattr(self, "started") else 0.0,
                   "finished": self.state["stage"] == "done", "interrupted": interrupted, "error": None, **extra}
-        checkpoint.atomic_write_json(self.out / "progress.json", status)
+        atomic_write_json(self.out / "progress.json", status)
 
     def _write_reconstruction_preview(self, frames, val_index: np.ndarray) -> None:
         from .plots import save_image_grid
