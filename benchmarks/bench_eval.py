@@ -10,20 +10,17 @@ Prints seconds per stage, peak RSS and the machine. Run it on a quiet machine.
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from dreamvid import evaluation as E  # noqa: E402
-from dreamvid import metrics as M  # noqa: E402
-from dreamvid.footage import ATARI_FPS, atari_frames  # noqa: E402
-from dreamvid.video import square_frame  # noqa: E402
-from common import machine, peak_rss_mb  # noqa: E402
+from dreamvid import evaluation as E
+from dreamvid import metrics as M
+from dreamvid.footage import ATARI_FPS, atari_frames
+from dreamvid.video import square_frame
+from common import machine, peak_rss_mb
 
 
 def main() -> None:
