@@ -5,17 +5,22 @@ tests dream from it through the real model and decode the JPEG frames the server
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+import uvicorn
 from starlette.testclient import TestClient
+from websockets.sync.client import connect
 
 from synthetic import make_video
 
@@ -54,6 +59,43 @@ def client(tiny_run, tmp_path):
     with TestClient(app, base_url=BASE) as c:
         c.app_state = app.state
         yield c
+
+
+@contextlib.contextmanager
+def running_server(app):
+    """The app under uvicorn on a free loopback port, in a thread: yields its base URL."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "the studio server did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(15)
+
+
+class NetSocket:
+    """A real WebSocket client (the `websockets` library, over TCP) with the test client's receive/send names."""
+
+    def __init__(self, ws):
+        self.ws = ws
+
+    def receive(self) -> dict:
+        message = self.ws.recv(timeout=20)
+        return {"bytes": message} if isinstance(message, bytes) else {"text": message}
+
+    def send_text(self, text: str) -> None:
+        self.ws.send(text)
+
+    def send_bytes(self, data: bytes) -> None:
+        self.ws.send(data)
 
 
 def run_id_of(client) -> str:
@@ -198,7 +240,8 @@ def test_stream_controls_and_recording(client, tiny_run):
 
 
 def dream_after_reseed(rx: Receiver, version: int, n: int = 12) -> dict[int, bytes]:
-    """Frames of the dream that control `version` restarted, by their number in the dream."""
+    """Frames of the dream that control `version` restarted, by their number in the dream. (The tests ask for
+    30 fps: a test client that reads slower than the stream gets frames dropped, and fewer frames in common.)"""
     frames: dict[int, bytes] = {}
     while len(frames) < n:
         (v, index, image), = rx.frames(1)
@@ -211,7 +254,7 @@ def test_temperature_changes_the_dream_and_a_seed_replays_it(client):
     rid = run_id_of(client)
     with client.websocket_connect(WS) as ws:
         rx = Receiver(ws)
-        ws.send_text(json.dumps({"type": "start", "run": rid, "fps": 60, "temperature": 0.05, "v": 1}))
+        ws.send_text(json.dumps({"type": "start", "run": rid, "fps": 30, "temperature": 0.05, "v": 1}))
         rx.event("ready")
         passes = {}
         for version, temperature in ((2, 0.05), (3, 2.5), (4, 0.05)):
@@ -230,7 +273,7 @@ def test_reprojection_changes_the_dream_and_switching_it_off_replays_the_plain_o
     rid = run_id_of(client)
     with client.websocket_connect(WS) as ws:
         rx = Receiver(ws)
-        ws.send_text(json.dumps({"type": "start", "run": rid, "fps": 60, "v": 1}))
+        ws.send_text(json.dumps({"type": "start", "run": rid, "fps": 30, "v": 1}))
         rx.event("ready")
         passes = {}
         for version, reproject in ((2, False), (3, True), (4, False)):
@@ -289,6 +332,141 @@ def test_stream_keeps_only_the_newest_frame():
     finally:
         stream.stop()
     assert not stream._thread.is_alive()
+
+
+# ---------- the control table, over a real WebSocket ----------
+
+@pytest.fixture(scope="module")
+def live(tiny_run, tmp_path_factory):
+    """The studio under uvicorn, and the tiny run's id."""
+    app = create_app([tiny_run], None, data_dir=tmp_path_factory.mktemp("live-data"), start_jobs=False)
+    with running_server(app) as url:
+        with TestClient(app, base_url=BASE) as c:
+            rid = run_id_of(c)
+        yield url.replace("http://", "ws://") + "/ws/dream", rid
+
+
+@contextlib.contextmanager
+def dream_socket(live, **start):
+    """A connected viewer whose dream has started (at 30 fps unless `start` says otherwise)."""
+    url, rid = live
+    with connect(url, open_timeout=20) as ws:
+        rx = Receiver(NetSocket(ws))
+        rx.ws.send_text(json.dumps({"type": "start", "run": rid, "fps": 30, "v": 1, **start}))
+        rx.event("ready")
+        yield rx
+
+
+def frame_with_version(rx: Receiver, version: int) -> tuple[int, int]:
+    """Read frames until one carries `version`; (version, number in the dream) of it. Never a newer one first."""
+    while True:
+        (v, index, _), = rx.frames(1)
+        assert v <= version, f"a frame with version {v} came before {version}"
+        if v == version:
+            return v, index
+
+
+def test_every_control_accepts_its_valid_values(live, tiny_run):
+    with dream_socket(live, temperature=0.5, speed=2, paused=False, reproject=False, seed=1, frame_index=0) as rx:
+        version, paused = 1, False
+        for message in ({"type": "set", "temperature": 0.01}, {"type": "set", "temperature": 5},
+                        {"type": "set", "speed": 0.05}, {"type": "set", "speed": 16}, {"type": "set", "fps": 0.5},
+                        {"type": "set", "fps": 120, "speed": 1}, {"type": "set", "reproject": True},
+                        {"type": "set", "reproject": False, "temperature": 1.0, "fps": 30},
+                        {"type": "pause", "paused": True}, {"type": "pause", "paused": False},
+                        {"type": "pause"}, {"type": "pause"},  # toggles: paused, then playing again
+                        {"type": "reseed"}, {"type": "reseed", "seed": None, "frame_index": None},
+                        {"type": "reseed", "seed": 4294967295, "frame_index": 0},
+                        {"type": "reseed", "seed": 0, "frame_index": 3.0}):
+            version += 1
+            rx.ws.send_text(json.dumps({**message, "v": version}))
+            if message["type"] == "pause":
+                paused = message.get("paused", not paused)
+                if paused:  # no frame until the next message plays again
+                    continue
+            _, index = frame_with_version(rx, version)
+            if message["type"] == "reseed":
+                assert index < 3  # a new dream counts from its first frame (one or two may be dropped on the way)
+        assert not [e for e in rx.events if e["type"] == "error"], rx.events
+        rx.ws.send_text(json.dumps({"type": "start"}))  # no run: the current one goes on
+        rx.ws.send_text(json.dumps({"type": "run", "run": live[1]}))  # the same run: nothing to reload
+        rx.frames(3)
+        rx.ws.send_text(json.dumps({"type": "record", "seconds": 0.2}))
+        assert rx.event("recording")["frames"] == 6
+        (tiny_run / "dreams" / rx.event("recorded")["name"]).unlink()
+        assert not [e for e in rx.events if e["type"] == "error"], rx.events
+
+
+def test_a_viewer_without_a_run_picks_one_with_the_run_control(live):
+    url, rid = live
+    with connect(url, open_timeout=20) as ws:
+        rx = Receiver(NetSocket(ws))
+        rx.ws.send_text(json.dumps({"type": "start", "temperature": 0.7}))  # settings first, no run yet
+        rx.ws.send_text(json.dumps({"type": "run", "run": rid, "v": 3}))
+        assert rx.event("ready")["temperature"] == 0.7
+        assert frame_with_version(rx, 3)[0] == 3
+
+
+BAD_CONTROLS = [  # (message as sent, what the error says)
+    ("not json", "controls must be JSON"),
+    (b"\x00\x01", "controls must be JSON text, not binary"),
+    ([1, 2], "a control message must be a JSON object"),
+    ({"temperature": 1}, "unknown control None"),
+    ({"type": "jump"}, "unknown control 'jump'; send one of start, run, set, pause, reseed, record"),
+    ({"type": "set", "temprature": 1}, "set takes no 'temprature'"),
+    ({"type": "start", "run": "nope"}, "no such run here"),
+    ({"type": "start", "run": 5}, "run must be a run id, got 5"),
+    ({"type": "start", "temperature": 0}, "temperature must be between 0.01 and 5, got 0"),
+    ({"type": "start", "speed": 100}, "speed must be between 0.05 and 16, got 100"),
+    ({"type": "start", "paused": "yes"}, "paused must be true or false, got 'yes'"),
+    ({"type": "start", "seed": -1}, "seed must be a whole number from 0 to 4294967295, got -1"),
+    ({"type": "run"}, "run needs the id of a run"),
+    ({"type": "run", "run": "nope"}, "no such run here"),
+    ({"type": "set"}, "set needs a setting"),
+    ({"type": "set", "temperature": 6}, "temperature must be between 0.01 and 5, got 6"),
+    ({"type": "set", "temperature": "hot"}, "temperature must be a number, got 'hot'"),
+    ({"type": "set", "temperature": True}, "temperature must be a number, got True"),
+    ('{"type": "set", "temperature": NaN}', "temperature must be a finite number"),
+    ({"type": "set", "speed": 0.01}, "speed must be between 0.05 and 16, got 0.01"),
+    ({"type": "set", "fps": 0.1}, "fps must be between 0.5 and 120, got 0.1"),
+    ({"type": "set", "fps": 1000}, "fps must be between 0.5 and 120, got 1000"),
+    ({"type": "set", "reproject": 1}, "reproject must be true or false, got 1"),
+    ({"type": "pause", "paused": "no"}, "paused must be true or false, got 'no'"),
+    ({"type": "reseed", "seed": "7"}, "seed must be a whole number, got '7'"),
+    ({"type": "reseed", "seed": 1.5}, "seed must be a whole number, got 1.5"),
+    ({"type": "reseed", "seed": 2 ** 40}, "seed must be a whole number from 0 to 4294967295"),
+    ({"type": "reseed", "frame_index": -1}, "frame_index must be a whole number from 0 to 4294967295, got -1"),
+    ({"type": "reseed", "frame_index": 10 ** 6}, "frame 1000000 is outside the run's"),
+    ({"type": "record", "seconds": 0}, "seconds must be more than 0 and at most 120"),
+    ({"type": "record", "seconds": 121}, "seconds must be between 0 and 120, got 121"),
+    ({"type": "record", "seconds": "ten"}, "seconds must be a number, got 'ten'"),
+    ({"type": "set", "temperature": 1, "v": -1}, "v must be a whole number from 0 to 4294967295, got -1"),
+    ({"type": "set", "temperature": 1, "v": 2 ** 33}, "v must be a whole number from 0 to 4294967295"),
+    ('{"type": "set", "temperature": 1, "v": 1e400}', "v must be a whole number, got inf"),
+]
+
+
+def test_every_bad_control_is_answered_and_changes_nothing(live):
+    """Each malformed or out-of-range message gets its own one-line error; the stream goes on, and a message
+    with one bad value does not apply its good ones (its version never shows up on a frame)."""
+    with dream_socket(live) as rx:
+        rx.frames(2)
+        for message, expected in BAD_CONTROLS:
+            if isinstance(message, bytes):
+                rx.ws.send_bytes(message)
+            else:
+                rx.ws.send_text(message if isinstance(message, str) else json.dumps(message))
+            error = rx.event("error")
+            assert error["message"].startswith(expected), (message, error)
+            assert "Traceback" not in error["message"]
+        rx.ws.send_text(json.dumps({"type": "set", "temperature": 2.0, "reproject": "on", "v": 9}))
+        assert "reproject" in rx.event("error")["message"]
+        rx.ws.send_text(json.dumps({"type": "set", "temperature": 1.0, "v": 10}))
+        versions = set()
+        while 10 not in versions:
+            versions.update(v for v, _, _ in rx.frames(1))
+        assert versions <= {1, 10}, versions  # no message above took effect, not even in part
+        assert not [e for e in rx.events if e["type"] == "error"], rx.events
 
 
 # ---------- uploads and safety ----------
@@ -406,9 +584,9 @@ def test_job_queue_runs_one_at_a_time_cancels_and_survives_restart(tmp_path):
         with pytest.raises(UsageError):
             manager.resume(c_job["id"])  # done: nothing to resume
         (tmp_path / "u").write_bytes(b"video")
-        (tmp_path / "runs" / "b" / "state").mkdir()
+        (tmp_path / "runs" / "b" / "config.json").write_text("{}")  # training had begun: there is a run to resume
         plan["b"] = ("30", "ok")
-        resumed = manager.resume(b_job["id"])  # failed, with a checkpoint: queued again with --resume
+        resumed = manager.resume(b_job["id"])  # failed, with a run folder: queued again with --resume
         assert resumed["state"] == "queued" and resumed["resume"] is True and resumed["error"] is None
         manager.cancel(b_job["id"])
         wait_for(lambda: manager.list()[1]["state"] == "cancelled", what="b cancelled again")

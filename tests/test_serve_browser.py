@@ -4,16 +4,13 @@ These fail, not skip, when /usr/bin/chromium is missing: `.ci/run` installs it (
 """
 from __future__ import annotations
 
-import socket
-import threading
 import time
 from pathlib import Path
 
 import pytest
-import uvicorn
 
 from synthetic import make_video
-from test_serve import train_tiny_run
+from test_serve import running_server, train_tiny_run
 
 from dreamvid.serve.app import create_app
 
@@ -38,21 +35,9 @@ def tiny_run(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(tiny_run, tmp_path_factory):
-    data = tmp_path_factory.mktemp("studio-data")
-    app = create_app([tiny_run], None, data_dir=data)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not srv.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "the studio server did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(15)
+    app = create_app([tiny_run], None, data_dir=tmp_path_factory.mktemp("studio-data"))
+    with running_server(app) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,5 @@
-"""The studio's web app: a Starlette app with a static page, a WebSocket per live dream, and a JSON API.
+"""The studio's web app: one `Studio` (the runs, the training queue, the loaded models, the limits) whose
+methods are the routes of `Studio.ROUTES`, built into a Starlette app by `Studio.app()`.
 
 Routes
   GET  /                              the page (static, shipped in the package)
@@ -15,25 +16,22 @@ Routes
   POST /api/jobs/{id}/cancel          cancel (queued: dropped; running: SIGINT, then SIGTERM)
   POST /api/jobs/{id}/resume          queue a stopped job again (training resumes from its checkpoint)
   POST /api/jobs/{id}/remove          forget a finished job
-  WS   /ws/dream                      the live dream: JSON controls in, binary frames + JSON events out
+  WS   /ws/dream                      the live dream: JSON controls in (controls.py), binary frames + JSON events out
 """
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
+import importlib.util
 import json
-import math
 import os
 import sys
 import traceback
 from pathlib import Path
 from typing import Any, Callable
-from urllib.parse import urlsplit
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
@@ -42,25 +40,15 @@ from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from ..errors import DreamvidError, UsageError
+from ..rundir import RunDir
+from .guard import REPORT_CSP, GuardMiddleware, SecurityHeaders, is_loopback
 from .jobs import JobManager, new_job_id
-from .runs import DREAM_NAME, RunRegistry, is_run, latest_preview, loss_curves, safe_name
+from .runs import RunRegistry, dream_path, is_run, latest_preview, loss_curves, report_path, run_id
 from .streaming import DreamerPool, DreamStream, encode_jpeg, source_count, source_frame
+from .uploads import UploadForm, human_size, keep_if_video, receive, refuse_declared_size
 
 STATIC_DIR = Path(__file__).parent / "static"
 DEFAULT_MAX_UPLOAD = 2 * 1024 ** 3
-LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
-CSP = ("default-src 'self'; img-src 'self' blob: data:; media-src 'self' blob:; connect-src 'self'; "
-       "style-src 'self'; script-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
-
-
-def is_loopback(host: str) -> bool:
-    host = host.strip("[]")
-    if host in LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def default_data_dir() -> Path:
@@ -68,404 +56,320 @@ def default_data_dir() -> Path:
     return Path(base) / "dreamvid" / "studio"
 
 
-def _human(n: float) -> str:
-    for unit in ("bytes", "KB", "MB", "GB", "TB"):
-        if n < 1024 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}".replace(".0 ", " ")
-        n /= 1024
-    return f"{n} bytes"
+class Studio:
+    """Everything the routes share. `loader` (run folder -> Dreamer) and `train_command` (job -> argv) replace
+    `dreamvid.dreaming.load` and `python -m dreamvid train` in tests; `writer_factory` the recordings' writer."""
 
+    ROUTES = (  # (method, path, handler); "WS" is a WebSocket
+        ("GET", "/", "index"),
+        ("GET", "/api/info", "info"),
+        ("GET", "/api/runs", "runs"),
+        ("GET", "/api/runs/{rid}/preview", "run_preview"),
+        ("GET", "/api/runs/{rid}/frames/{index:int}", "run_frame"),
+        ("GET", "/api/runs/{rid}/report", "run_report"),
+        ("GET", "/api/runs/{rid}/dreams/{name}", "run_dream"),
+        ("POST", "/api/upload", "upload"),
+        ("GET", "/api/jobs", "jobs_list"),
+        ("GET", "/api/jobs/{jid}/log", "job_log"),
+        ("GET", "/api/jobs/{jid}/preview", "job_preview"),
+        ("POST", "/api/jobs/{jid}/cancel", "job_cancel"),
+        ("POST", "/api/jobs/{jid}/resume", "job_resume"),
+        ("POST", "/api/jobs/{jid}/remove", "job_remove"),
+        ("WS", "/ws/dream", "dream_socket"),
+    )
 
-def check_video(path: Path, shown_name: str | None = None) -> None:
-    """Decode the file (not its name) to be sure it is a video: probe it, then read one frame.
+    def __init__(self, run_dirs: list[Path] | None = None, runs_dir: Path | None = None, *,
+                 data_dir: Path | None = None, host: str = "127.0.0.1", max_upload_bytes: int = DEFAULT_MAX_UPLOAD,
+                 loader: Callable[[Path], Any] | None = None, train_command: Callable[[dict], list[str]] | None = None,
+                 start_jobs: bool = True, writer_factory=None):
+        self.data_dir = (Path(data_dir) if data_dir is not None else default_data_dir()).expanduser().resolve()
+        self.uploads_dir = self.data_dir / "uploads"
+        self.runs_root = Path(runs_dir).expanduser().resolve() if runs_dir is not None else self.data_dir / "runs"
+        for folder in (self.data_dir, self.uploads_dir, self.runs_root):
+            folder.mkdir(parents=True, exist_ok=True)
+        self.loopback_only = is_loopback(host)
+        self.max_upload_bytes = max_upload_bytes
+        self.start_jobs = start_jobs
+        self.writer_factory = writer_factory
+        self.jobs = JobManager(self.data_dir, command=train_command)
+        self.registry = RunRegistry(list(run_dirs or []), [self.runs_root], busy=self.jobs.active_outputs)
+        self.pool = DreamerPool(loader)
 
-    Errors name the file as the user called it (`shown_name`), not by where the server stored it."""
-    from .. import video
+    def app(self) -> Starlette:
+        routes = [WebSocketRoute(path, getattr(self, name)) if method == "WS"
+                  else Route(path, getattr(self, name), methods=[method]) for method, path, name in self.ROUTES]
+        routes.append(Mount("/static", app=StaticFiles(directory=STATIC_DIR), name="static"))
+        app = Starlette(routes=routes, lifespan=self.lifespan,
+                        exception_handlers={HTTPException: on_http_error, DreamvidError: on_dreamvid_error,
+                                            Exception: on_crash})
+        app.add_middleware(SecurityHeaders)
+        app.add_middleware(GuardMiddleware, loopback_only=self.loopback_only)
+        app.state.studio = self
+        for name in ("jobs", "registry", "pool", "data_dir", "runs_root"):
+            setattr(app.state, name, getattr(self, name))
+        return app
 
-    shown = shown_name or Path(path).name
-    try:
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app):
+        if self.start_jobs:
+            self.jobs.start()
         try:
-            video.probe(path)
-            first = next(iter(video.read_frames(path, size=32)), None)
-        except DreamvidError as exc:
-            raise DreamvidError(str(exc).replace(str(path), shown)) from None
-        except Exception as exc:  # the decoder's own complaint, in one line
-            raise DreamvidError(f"{shown} is not a video that can be decoded ({type(exc).__name__}: {exc})",
-                                "upload a video file such as mp4, mkv, webm, mov or avi") from None
-    except DreamvidError as exc:
-        if isinstance(exc, UsageError):
-            raise DreamvidError(str(exc)) from None
-        raise
-    if first is None:
-        raise DreamvidError(f"{shown} has a video stream but no frame could be decoded from it",
-                            "upload a video with at least a few seconds of picture")
+            yield
+        finally:
+            await run_in_threadpool(self.jobs.stop)
 
+    # ---- lookups ----
 
-class GuardMiddleware:
-    """Host and Origin checks for every request and WebSocket, and a custom header on every state change.
-
-    - Host must be a loopback name when the server is bound to loopback (stops DNS-rebinding pages).
-    - An Origin header, when present, must be this server (stops other sites' pages driving it, WebSocket
-      included).
-    - POSTs must carry `X-Dreamvid: 1`, which a cross-site form or simple request cannot add.
-    """
-
-    def __init__(self, app, loopback_only: bool):
-        self.app = app
-        self.loopback_only = loopback_only
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] not in ("http", "websocket"):
-            return await self.app(scope, receive, send)
-        headers = Headers(scope=scope)
-        host = headers.get("host", "")
-        problem = None
-        if self.loopback_only and not is_loopback(urlsplit(f"//{host}").hostname or ""):
-            problem = "unexpected Host header; open the studio at http://127.0.0.1:PORT"
-        origin = headers.get("origin")
-        if problem is None and origin and origin != "null" and urlsplit(origin).netloc != host:
-            problem = "requests from other sites are not accepted"
-        if problem is None and origin == "null":
-            problem = "requests from other sites are not accepted"
-        if (problem is None and scope["type"] == "http" and scope["method"] not in ("GET", "HEAD", "OPTIONS")
-                and headers.get("x-dreamvid") != "1"):
-            problem = "state-changing requests need the X-Dreamvid: 1 header"
-        if problem is None:
-            return await self.app(scope, receive, send)
-        if scope["type"] == "websocket":
-            await receive()  # websocket.connect
-            await send({"type": "websocket.close", "code": 1008, "reason": problem})
-            return
-        response = JSONResponse({"error": problem}, status_code=403)
-        await response(scope, receive, send)
-
-
-class SecurityHeaders:
-    def __init__(self, app):
-        self.app = app
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-
-        async def send_with_headers(message):
-            if message["type"] == "http.response.start":
-                headers = list(message.get("headers", []))
-                names = {k.lower() for k, _ in headers}
-                extra = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer"),
-                         (b"x-frame-options", b"DENY"), (b"cache-control", b"no-cache")]
-                if b"content-security-policy" not in names:
-                    extra.append((b"content-security-policy", CSP.encode()))
-                headers += [(k, v) for k, v in extra if k not in names]
-                message = dict(message, headers=headers)
-            await send(message)
-
-        return await self.app(scope, receive, send_with_headers)
-
-
-def create_app(run_dirs: list[Path] | None = None, runs_dir: Path | None = None, *, data_dir: Path | None = None,
-               host: str = "127.0.0.1", max_upload_bytes: int = DEFAULT_MAX_UPLOAD,
-               loader: Callable[[Path], Any] | None = None, train_command: Callable[[dict], list[str]] | None = None,
-               start_jobs: bool = True, writer_factory=None) -> Starlette:
-    """The studio as a Starlette app (tests drive it directly; `serve` runs it under uvicorn).
-
-    `loader` (run folder -> Dreamer) and `train_command` (job -> argv) replace `dreamvid.dreaming.load` and
-    `python -m dreamvid train` in tests.
-    """
-    data_dir = (Path(data_dir) if data_dir is not None else default_data_dir()).expanduser().resolve()
-    data_dir.mkdir(parents=True, exist_ok=True)
-    uploads_dir = data_dir / "uploads"
-    uploads_dir.mkdir(exist_ok=True)
-    runs_root = (Path(runs_dir).expanduser().resolve() if runs_dir is not None else data_dir / "runs")
-    runs_root.mkdir(parents=True, exist_ok=True)
-    jobs = JobManager(data_dir, command=train_command)
-    registry = RunRegistry(list(run_dirs or []), [runs_root], busy=jobs.active_outputs)
-    pool = DreamerPool(loader)
-
-    def resolve(rid: str) -> Path:
-        return registry.resolve(rid)
-
-    def describe(rid: str) -> dict:
-        path = registry.resolve(rid)
-        return {"name": path.name, "id": rid}
-
-    def run_or_404(rid: str) -> Path:
+    def run_or_404(self, rid: str) -> Path:
         try:
-            return registry.resolve(rid)
+            return self.registry.resolve(rid)
         except UsageError:
             raise HTTPException(404, "no such run") from None
 
-    async def index(request: Request) -> Response:
+    def job_or_404(self, jid: str) -> dict:
+        try:
+            return self.jobs.get(jid)
+        except KeyError:
+            raise HTTPException(404, "no such job") from None
+
+    def describe_run(self, rid: str) -> dict:
+        return {"name": self.registry.resolve(rid).name, "id": rid}
+
+    # ---- the page and the runs ----
+
+    async def index(self, request: Request) -> Response:
         return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
 
-    async def info(request: Request) -> Response:
+    async def info(self, request: Request) -> Response:
         from ..config import PRESETS, SUPPORTED_SIZES
 
         return JSONResponse({
             "presets": list(PRESETS), "sizes": list(SUPPORTED_SIZES), "default_preset": "default",
-            "default_size": 64, "max_upload_bytes": max_upload_bytes, "max_upload": _human(max_upload_bytes),
-            "runs_dir": str(runs_root), "data_dir": str(data_dir),
+            "default_size": 64, "max_upload_bytes": self.max_upload_bytes,
+            "max_upload": human_size(self.max_upload_bytes), "runs_dir": str(self.runs_root),
+            "data_dir": str(self.data_dir),
         })
 
-    async def runs(request: Request) -> Response:
-        return JSONResponse({"runs": await run_in_threadpool(registry.list)})
+    async def runs(self, request: Request) -> Response:
+        return JSONResponse({"runs": await run_in_threadpool(self.registry.list)})
 
-    async def run_preview(request: Request) -> Response:
-        path = latest_preview(run_or_404(request.path_params["rid"]))
-        if path is None:
-            raise HTTPException(404, "this run has no preview yet")
-        return FileResponse(path, media_type="image/png")
+    async def run_preview(self, request: Request) -> Response:
+        return _png(latest_preview(self.run_or_404(request.path_params["rid"])), "this run has no preview yet")
 
-    async def run_frame(request: Request) -> Response:
-        run_dir = run_or_404(request.path_params["rid"])
+    async def run_frame(self, request: Request) -> Response:
+        run_dir = self.run_or_404(request.path_params["rid"])
         index = request.path_params["index"]
-        dreamer = await run_in_threadpool(pool.get, run_dir)
+        dreamer = await run_in_threadpool(self.pool.get, run_dir)
         n = source_count(dreamer)
         if not 0 <= index < n:
             raise HTTPException(404, f"frame {index} is out of range (the run has {n} source frames)")
         data = await run_in_threadpool(lambda: encode_jpeg(source_frame(dreamer, index), 90))
         return Response(data, media_type="image/jpeg")
 
-    async def run_report(request: Request) -> Response:
-        path = run_or_404(request.path_params["rid"]) / "eval" / "report.html"
+    async def run_report(self, request: Request) -> Response:
+        path = report_path(self.run_or_404(request.path_params["rid"]))
         if not path.is_file():
             raise HTTPException(404, "this run has no eval report; run `dreamvid eval` on it")
-        # The report is a self-contained page: let it run its own scripts, but in an opaque origin.
-        return FileResponse(path, media_type="text/html",
-                            headers={"content-security-policy": "sandbox allow-scripts allow-popups; "
-                                                                "frame-ancestors 'none'"})
+        return FileResponse(path, media_type="text/html", headers={"content-security-policy": REPORT_CSP})
 
-    async def run_dream(request: Request) -> Response:
-        run_dir = run_or_404(request.path_params["rid"])
+    async def run_dream(self, request: Request) -> Response:
         name = request.path_params["name"]
-        path = run_dir / "dreams" / name
-        if not DREAM_NAME.match(name) or not path.is_file() or path.resolve().parent != (run_dir / "dreams").resolve():
+        path = dream_path(self.run_or_404(request.path_params["rid"]), name)
+        if path is None:
             raise HTTPException(404, "no such recording")
+        inline = bool(request.query_params.get("inline"))
         return FileResponse(path, media_type="video/mp4", filename=name,
-                            content_disposition_type="inline" if request.query_params.get("inline") else "attachment")
+                            content_disposition_type="inline" if inline else "attachment")
 
-    async def upload(request: Request) -> Response:
-        q = request.query_params
-        from ..config import PRESETS, SUPPORTED_SIZES
+    # ---- uploads and the training queue ----
 
-        original = q.get("filename") or "upload"
-        preset = q.get("preset") or "default"
-        if preset not in PRESETS:
-            raise UsageError(f"unknown preset {preset!r}", f"choose one of {', '.join(PRESETS)}")
-        try:
-            size = int(q.get("size") or 64)
-            minutes = float(q.get("minutes") or 5)
-        except ValueError:
-            raise UsageError("size and minutes must be numbers") from None
-        if size not in SUPPORTED_SIZES:
-            raise UsageError(f"size {size} is not supported", f"use one of {', '.join(map(str, SUPPORTED_SIZES))}")
-        if not (math.isfinite(minutes) and 0.05 <= minutes <= 24 * 60):
-            raise UsageError("minutes must be between 0.05 and 1440")
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > max_upload_bytes:
-            raise HTTPException(413, f"the file is {_human(int(length))}, over the {_human(max_upload_bytes)} "
-                                     f"upload limit")
+    async def upload(self, request: Request) -> Response:
+        form = UploadForm.read(request.query_params)
+        refuse_declared_size(request.headers.get("content-length"), self.max_upload_bytes)
         job_id = new_job_id()
-        stem = safe_name(Path(original).stem, "upload", 50)
-        suffix = safe_name(Path(original).suffix, "", 10)
-        stored = uploads_dir / f"{job_id}-{stem}{'.' + suffix if suffix else ''}"
-        assert stored.resolve().parent == uploads_dir.resolve()
-        partial = stored.with_name("." + stored.name + ".part")
-        received = 0
-        try:
-            with open(partial, "wb") as f:
-                async for chunk in request.stream():
-                    received += len(chunk)
-                    if received > max_upload_bytes:
-                        raise HTTPException(413, f"the file is over the {_human(max_upload_bytes)} upload limit")
-                    f.write(chunk)
-            if received == 0:
-                raise UsageError("the upload is empty", "choose a video file")
-            os.replace(partial, stored)
-        except BaseException:
-            partial.unlink(missing_ok=True)
-            raise
-        try:
-            await run_in_threadpool(check_video, stored, Path(original).name[:100])
-        except DreamvidError:
-            stored.unlink(missing_ok=True)
-            raise
-        name = safe_name(q.get("name") or Path(original).stem, "run", 60)
-        taken = jobs.reserved_outputs()
-        out = runs_root / name
-        i = 2
+        stored = form.stored_path(self.uploads_dir, job_id)
+        await receive(request.stream(), stored, self.max_upload_bytes)
+        await run_in_threadpool(keep_if_video, stored, form.shown_name)
+        out = self.new_run_folder(form.run_name)
+        job = self.jobs.submit(upload=stored, out=out, source_name=form.filename[:200], name=out.name,
+                               preset=form.preset, size=form.size, minutes=form.minutes, job_id=job_id)
+        return JSONResponse({"job": public_job(job)}, status_code=201)
+
+    def new_run_folder(self, name: str) -> Path:
+        """RUNS/name, or name-2, name-3...: never an existing folder, nor one a queued job will write."""
+        taken = self.jobs.reserved_outputs()
+        out, i = self.runs_root / name, 2
         while out.exists() or str(out) in taken:
-            out = runs_root / f"{name}-{i}"
-            i += 1
-        job = jobs.submit(upload=stored, out=out, source_name=original[:200], name=out.name, preset=preset,
-                          size=size, minutes=minutes, job_id=job_id)
-        return JSONResponse({"job": _public_job(job)}, status_code=201)
+            out, i = self.runs_root / f"{name}-{i}", i + 1
+        return out
 
-    def _public_job(job: dict) -> dict:
-        out = Path(job["out"])
-        public = {k: job.get(k) for k in ("id", "name", "source", "preset", "size", "minutes", "state", "created",
-                                          "started", "finished", "error", "returncode")}
-        progress = None
-        if job.get("state") not in ("queued",):
-            from .jobs import read_json
-            progress = read_json(out / "progress.json")
-        public["progress"] = progress
-        preview = latest_preview(out, prefer="reconstruction") if job.get("state") != "queued" else None
-        public["preview"] = f"/api/jobs/{job['id']}/preview?t={int(preview.stat().st_mtime)}" if preview else None
-        public["run"] = _run_id_if_run(out)
-        return public
-
-    def _run_id_if_run(out: Path) -> str | None:
-        from .runs import run_id
-        return run_id(out) if is_run(out) else None
-
-    def job_or_404(jid: str) -> dict:
-        try:
-            return jobs.get(jid)
-        except KeyError:
-            raise HTTPException(404, "no such job") from None
-
-    async def jobs_list(request: Request) -> Response:
-        items = await run_in_threadpool(lambda: [_public_job(j) for j in jobs.list()])
+    async def jobs_list(self, request: Request) -> Response:
+        items = await run_in_threadpool(lambda: [public_job(j) for j in self.jobs.list()])
         return JSONResponse({"jobs": items})
 
-    async def job_log(request: Request) -> Response:
-        job = job_or_404(request.path_params["jid"])
-        curves = await run_in_threadpool(loss_curves, Path(job["out"]) / "log.jsonl")
-        return JSONResponse({"curves": curves})
+    async def job_log(self, request: Request) -> Response:
+        job = self.job_or_404(request.path_params["jid"])
+        return JSONResponse({"curves": await run_in_threadpool(loss_curves, Path(job["out"]))})
 
-    async def job_preview(request: Request) -> Response:
-        job = job_or_404(request.path_params["jid"])
-        path = latest_preview(Path(job["out"]), prefer="reconstruction")
-        if path is None:
-            raise HTTPException(404, "no preview yet")
-        return FileResponse(path, media_type="image/png")
+    async def job_preview(self, request: Request) -> Response:
+        job = self.job_or_404(request.path_params["jid"])
+        return _png(latest_preview(Path(job["out"]), prefer="reconstruction"), "no preview yet")
 
-    async def job_cancel(request: Request) -> Response:
-        job_or_404(request.path_params["jid"])
-        job = jobs.cancel(request.path_params["jid"])
-        return JSONResponse({"job": _public_job(job)})
+    async def job_cancel(self, request: Request) -> Response:
+        return JSONResponse({"job": public_job(self._job_action(request, self.jobs.cancel))})
 
-    async def job_resume(request: Request) -> Response:
-        job_or_404(request.path_params["jid"])
-        job = jobs.resume(request.path_params["jid"])
-        return JSONResponse({"job": _public_job(job)})
+    async def job_resume(self, request: Request) -> Response:
+        return JSONResponse({"job": public_job(self._job_action(request, self.jobs.resume))})
 
-    async def job_remove(request: Request) -> Response:
-        job_or_404(request.path_params["jid"])
-        jobs.remove(request.path_params["jid"])
+    async def job_remove(self, request: Request) -> Response:
+        self._job_action(request, self.jobs.remove)
         return JSONResponse({"ok": True})
 
-    async def dream_socket(ws: WebSocket) -> None:
+    def _job_action(self, request: Request, action: Callable[[str], Any]) -> Any:
+        jid = request.path_params["jid"]
+        self.job_or_404(jid)
+        return action(jid)
+
+    # ---- the live dream ----
+
+    async def dream_socket(self, ws: WebSocket) -> None:
+        """One viewer's dream: its own DreamStream thread; a sender task writes what the stream has ready, this
+        task reads the viewer's controls. Only the sender writes to the socket."""
         await ws.accept()
-        loop = asyncio.get_running_loop()
-        wake = asyncio.Event()
-
-        def notify() -> None:
-            with contextlib.suppress(RuntimeError):  # loop already closed: the client is gone
-                loop.call_soon_threadsafe(wake.set)
-
-        stream = DreamStream(pool, resolve, notify, describe_run=describe, writer_factory=writer_factory)
+        wake = Wakeup(asyncio.get_running_loop())
+        stream = DreamStream(self.pool, self.registry.resolve, wake.set, describe_run=self.describe_run,
+                             writer_factory=self.writer_factory)
         stream.start()
-
-        async def sender() -> None:
-            while True:
-                await wake.wait()
-                wake.clear()
-                for event in stream.take_events():
-                    await ws.send_text(json.dumps(event))
-                frame = stream.take_frame()
-                if frame is not None:
-                    await ws.send_bytes(frame)
-
-        send_task = asyncio.create_task(sender())
+        sender = asyncio.create_task(send_stream(ws, stream, wake.event))
         try:
-            while True:
-                message = await ws.receive()
-                if message["type"] == "websocket.disconnect":
-                    break
-                text = message.get("text")
-                if text is None:
-                    continue
-                try:
-                    control = json.loads(text)
-                    stream.apply(control)
-                except ValueError:
-                    await ws.send_text(json.dumps({"type": "error", "message": "controls must be JSON"}))
-                except DreamvidError as exc:
-                    await ws.send_text(json.dumps({"type": "error", "message": str(exc)}))
-                if send_task.done():
-                    break
-        except WebSocketDisconnect:
-            pass
+            await receive_controls(ws, stream, sender)
         finally:
             stream.stop(timeout=0)  # first, synchronously: the task may be cancelled at the next await
-            send_task.cancel()
+            sender.cancel()
             with contextlib.suppress(BaseException):
-                await send_task
+                await sender
             with contextlib.suppress(BaseException):
                 await run_in_threadpool(stream.stop)
 
-    async def on_http_error(request: Request, exc: HTTPException) -> Response:
-        return JSONResponse({"error": exc.detail}, status_code=exc.status_code)
 
-    async def on_dreamvid_error(request: Request, exc: DreamvidError) -> Response:
-        return JSONResponse({"error": str(exc)}, status_code=400)
+class Wakeup:
+    """An asyncio.Event that other threads can set (a no-op once the loop is gone: the client left)."""
 
-    async def on_crash(request: Request, exc: Exception) -> Response:
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self.loop, self.event = loop, asyncio.Event()
+
+    def set(self) -> None:
+        with contextlib.suppress(RuntimeError):
+            self.loop.call_soon_threadsafe(self.event.set)
+
+
+async def send_stream(ws: WebSocket, stream: DreamStream, wake: asyncio.Event) -> None:
+    """Events first, then the newest frame, each time the stream has something."""
+    while True:
+        await wake.wait()
+        wake.clear()
+        for event in stream.take_events():
+            await ws.send_text(json.dumps(event))
+        frame = stream.take_frame()
+        if frame is not None:
+            await ws.send_bytes(frame)
+
+
+async def receive_controls(ws: WebSocket, stream: DreamStream, sender: asyncio.Task) -> None:
+    """Apply the viewer's control messages until it leaves (or the sender fails)."""
+    with contextlib.suppress(WebSocketDisconnect):
+        while not sender.done():
+            message = await ws.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            error = apply_control(stream, message.get("text"))
+            if error is not None:
+                stream.tell({"type": "error", "message": error})
+
+
+def apply_control(stream: DreamStream, text: str | None) -> str | None:
+    """Apply one WebSocket message; the one-line answer when it cannot be (never an exception)."""
+    if text is None:
+        return "controls must be JSON text, not binary"
+    try:
+        message = json.loads(text)
+    except ValueError:
+        return "controls must be JSON"
+    try:
+        stream.apply(message)
+    except DreamvidError as exc:
+        return str(exc)
+    except Exception as exc:  # a bug, not the viewer's doing: the trace to the terminal, one line to the page
         traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
-        return JSONResponse({"error": f"internal error ({type(exc).__name__}); the server's terminal has the "
-                                      f"details"}, status_code=500)
+        return f"internal error ({type(exc).__name__}); the server's terminal has the details"
+    return None
 
-    @contextlib.asynccontextmanager
-    async def lifespan(app):
-        if start_jobs:
-            jobs.start()
-        try:
-            yield
-        finally:
-            await run_in_threadpool(jobs.stop)
 
-    routes = [
-        Route("/", index),
-        Route("/api/info", info),
-        Route("/api/runs", runs),
-        Route("/api/runs/{rid}/preview", run_preview),
-        Route("/api/runs/{rid}/frames/{index:int}", run_frame),
-        Route("/api/runs/{rid}/report", run_report),
-        Route("/api/runs/{rid}/dreams/{name}", run_dream),
-        Route("/api/upload", upload, methods=["POST"]),
-        Route("/api/jobs", jobs_list),
-        Route("/api/jobs/{jid}/log", job_log),
-        Route("/api/jobs/{jid}/preview", job_preview),
-        Route("/api/jobs/{jid}/cancel", job_cancel, methods=["POST"]),
-        Route("/api/jobs/{jid}/resume", job_resume, methods=["POST"]),
-        Route("/api/jobs/{jid}/remove", job_remove, methods=["POST"]),
-        WebSocketRoute("/ws/dream", dream_socket),
-        Mount("/static", app=StaticFiles(directory=STATIC_DIR), name="static"),
-    ]
-    app = Starlette(routes=routes, lifespan=lifespan,
-                    exception_handlers={HTTPException: on_http_error, DreamvidError: on_dreamvid_error,
-                                        Exception: on_crash})
-    app.add_middleware(SecurityHeaders)
-    app.add_middleware(GuardMiddleware, loopback_only=is_loopback(host))
-    app.state.jobs = jobs
-    app.state.registry = registry
-    app.state.pool = pool
-    app.state.data_dir = data_dir
-    app.state.runs_root = runs_root
-    return app
+def public_job(job: dict) -> dict:
+    """A job as the page sees it: its settings and state, its run folder's progress and newest preview."""
+    out = Path(job["out"])
+    public = {k: job.get(k) for k in ("id", "name", "source", "preset", "size", "minutes", "state", "created",
+                                      "started", "finished", "error", "returncode")}
+    started = job.get("state") != "queued"
+    public["progress"] = RunDir(out).read_progress() if started else None
+    preview = latest_preview(out, prefer="reconstruction") if started else None
+    public["preview"] = f"/api/jobs/{job['id']}/preview?t={int(preview.stat().st_mtime)}" if preview else None
+    public["run"] = run_id(out) if is_run(out) else None
+    return public
+
+
+def _png(path: Path | None, missing: str) -> Response:
+    if path is None:
+        raise HTTPException(404, missing)
+    return FileResponse(path, media_type="image/png")
+
+
+async def on_http_error(request: Request, exc: HTTPException) -> Response:
+    return JSONResponse({"error": exc.detail}, status_code=exc.status_code)
+
+
+async def on_dreamvid_error(request: Request, exc: DreamvidError) -> Response:
+    return JSONResponse({"error": str(exc)}, status_code=400)
+
+
+async def on_crash(request: Request, exc: Exception) -> Response:
+    traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
+    return JSONResponse({"error": f"internal error ({type(exc).__name__}); the server's terminal has the "
+                                  f"details"}, status_code=500)
+
+
+def create_app(run_dirs: list[Path] | None = None, runs_dir: Path | None = None, **options) -> Starlette:
+    """The studio as a Starlette app (tests drive it directly; `serve` runs it under uvicorn). Options are
+    `Studio`'s: data_dir, host, max_upload_bytes, loader, train_command, start_jobs, writer_factory."""
+    return Studio(run_dirs, runs_dir, **options).app()
 
 
 def serve(run_dirs: list[Path], runs_dir: Path | None = None, host: str = "127.0.0.1", port: int = 7860,
           data_dir: Path | None = None, max_upload_bytes: int = DEFAULT_MAX_UPLOAD) -> None:
     """Run the studio until Ctrl-C. Raises UsageError for a folder that is not a run or a port in use."""
-    import socket
-
     import uvicorn
 
-    for run_dir in run_dirs:
-        run_dir = Path(run_dir)
+    _check_arguments(run_dirs, runs_dir, port)
+    _require_websocket_library()
+    _check_port_free(host, port)
+    if not is_loopback(host):
+        print(f"warning: the studio is bound to {host}, so anyone who can reach this machine on port {port} can "
+              f"watch, upload videos and start training. It has no login. Bind 127.0.0.1 (the default) unless "
+              f"that is what you want.", file=sys.stderr)
+    _tune_threads()
+    try:
+        studio = Studio(run_dirs, runs_dir, data_dir=data_dir, host=host, max_upload_bytes=max_upload_bytes)
+    except OSError as exc:
+        raise DreamvidError(f"cannot use the studio's data folder ({exc})", "pass a writable data folder") from None
+    shown = f"[{host}]" if ":" in host else host
+    print(f"dreamvid studio on http://{shown}:{port}/  (data: {studio.data_dir}, new runs: {studio.runs_root}; "
+          f"Ctrl-C stops)", file=sys.stderr, flush=True)
+    uvicorn.run(studio.app(), host=host.strip("[]"), port=port, log_level="warning", ws_max_size=1 << 20,
+                timeout_graceful_shutdown=5)
+
+
+def _check_arguments(run_dirs: list[Path], runs_dir: Path | None, port: int) -> None:
+    for run_dir in map(Path, run_dirs):
         if not run_dir.is_dir():
             raise UsageError(f"{run_dir} does not exist or is not a folder", "pass a RUN_DIR made by `dreamvid train`")
         if not is_run(run_dir):
@@ -474,6 +378,19 @@ def serve(run_dirs: list[Path], runs_dir: Path | None = None, host: str = "127.0
         raise UsageError(f"--runs-dir {runs_dir} is not a folder")
     if not 0 < port < 65536:
         raise UsageError(f"--port {port} is not a TCP port", "use a number from 1 to 65535")
+
+
+def _require_websocket_library() -> None:
+    """uvicorn serves WebSockets only through `websockets` or `wsproto`; without either the page would stay
+    black, retrying, while plain HTTP works. Both are optional for uvicorn, so say so before starting."""
+    if not any(importlib.util.find_spec(name) for name in ("websockets", "wsproto")):
+        raise DreamvidError("the studio needs a WebSocket library for its live dream, and none is installed",
+                            "pip install websockets (a dependency of dreamvid: reinstall it with pip)")
+
+
+def _check_port_free(host: str, port: int) -> None:
+    import socket
+
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe_socket:
         probe_socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -482,21 +399,6 @@ def serve(run_dirs: list[Path], runs_dir: Path | None = None, host: str = "127.0
         except OSError as exc:
             raise UsageError(f"cannot listen on {host}:{port} ({exc.strerror or exc})",
                              "pass --port with a free port, or stop the program using it") from None
-    if not is_loopback(host):
-        print(f"warning: the studio is bound to {host}, so anyone who can reach this machine on port {port} can "
-              f"watch, upload videos and start training. It has no login. Bind 127.0.0.1 (the default) unless "
-              f"that is what you want.", file=sys.stderr)
-    _tune_threads()
-    try:
-        app = create_app(run_dirs, runs_dir, data_dir=data_dir, host=host, max_upload_bytes=max_upload_bytes)
-    except OSError as exc:
-        raise DreamvidError(f"cannot use the studio's data folder ({exc})",
-                            "pass a writable data folder") from None
-    shown = f"[{host}]" if ":" in host else host
-    print(f"dreamvid studio on http://{shown}:{port}/  (data: {app.state.data_dir}, new runs: "
-          f"{app.state.runs_root}; Ctrl-C stops)", file=sys.stderr, flush=True)
-    uvicorn.run(app, host=host.strip("[]"), port=port, log_level="warning", ws_max_size=1 << 20,
-                timeout_graceful_shutdown=5)
 
 
 def _tune_threads() -> None:

@@ -7,7 +7,6 @@ CPU priority, so it never blocks the streams and a crash in it cannot take the s
 """
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import signal
@@ -19,23 +18,11 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import UsageError
+from ..files import atomic_write_json, read_json
+from ..rundir import RunDir
 
 ACTIVE = ("queued", "running", "cancelling")
 FINAL = ("done", "failed", "cancelled", "interrupted")
-
-
-def _atomic_write_json(path: Path, data) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
-
-
-def read_json(path: Path) -> dict | None:
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 def train_command(job: dict) -> list[str]:
@@ -92,7 +79,12 @@ class JobManager:
 
     def _save(self) -> None:
         with self._lock:
-            _atomic_write_json(self.state_path, {"jobs": self._jobs})
+            atomic_write_json(self.state_path, {"jobs": self._jobs})
+
+    def _commit(self) -> None:
+        """Save the queue and wake the worker (call with the lock held)."""
+        self._save()
+        self._wake.notify_all()
 
     # ---- API ----
 
@@ -106,8 +98,7 @@ class JobManager:
                "log": str(self.jobs_dir / f"{job_id}.log")}
         with self._lock:
             self._jobs.append(job)
-            self._save()
-            self._wake.notify_all()
+            self._commit()
         return dict(job)
 
     def get(self, job_id: str) -> dict:
@@ -144,8 +135,7 @@ class JobManager:
                     _signal_proc(self._proc, signal.SIGINT)
             elif state in FINAL:
                 raise UsageError(f"job {job['name']!r} has already {'finished' if state == 'done' else state}")
-            self._save()
-            self._wake.notify_all()
+            self._commit()
             return dict(job)
 
     def resume(self, job_id: str) -> dict:
@@ -156,12 +146,11 @@ class JobManager:
                 raise UsageError(f"job {job['name']!r} is {job['state']}; only a stopped job can be resumed")
             if not (Path(job["upload"]).is_file()):
                 raise UsageError(f"the uploaded video of {job['name']!r} is gone", "upload it again")
-            has_state = (Path(job["out"]) / "state").is_dir()
-            job.update(state="queued", resume=has_state, error=None, returncode=None, finished=None,
+            resumable = RunDir(job["out"]).is_run()  # `dreamvid train --resume` needs a run to continue
+            job.update(state="queued", resume=resumable, error=None, returncode=None, finished=None,
                        started=None)
             job.pop("cancel_requested", None)
-            self._save()
-            self._wake.notify_all()
+            self._commit()
             return dict(job)
 
     def remove(self, job_id: str) -> None:
@@ -228,18 +217,18 @@ class JobManager:
                     pass
 
     def _run(self, job: dict) -> None:
-        argv = self._command(job)
-        log = open(job["log"], "ab")
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        with self._lock:
+        proc = self._launch(job)
+        if proc is not None:
+            self._supervise(job, proc)
+            self._finish(job, proc.returncode)
+
+    def _launch(self, job: dict) -> subprocess.Popen | None:
+        """Start the trainer for a queued job, at a lower priority; None when the job or the server stopped."""
+        with self._lock, open(job["log"], "ab") as log:
             if self._stopping or job["state"] != "queued":
-                log.close()
-                return
-            try:
-                proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                        env=env)
-            finally:
-                log.close()
+                return None
+            proc = subprocess.Popen(self._command(job), stdout=log, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, env=dict(os.environ, PYTHONUNBUFFERED="1"))
             if self._nice and hasattr(os, "setpriority"):
                 try:  # lower priority: the live streams come first on a small machine
                     os.setpriority(os.PRIO_PROCESS, proc.pid, min(19, os.getpriority(os.PRIO_PROCESS, 0) + self._nice))
@@ -248,6 +237,11 @@ class JobManager:
             self._proc = proc
             job.update(state="running", started=time.time(), pid=proc.pid)
             self._save()
+        return proc
+
+    def _supervise(self, job: dict, proc: subprocess.Popen) -> None:
+        """Wait for the trainer; after a cancel or a server stop (SIGINT, sent then) escalate to SIGTERM after the
+        grace time and to SIGKILL after term_s more."""
         sent_term = sent_kill = False
         while proc.poll() is None:
             with self._lock:
@@ -261,7 +255,8 @@ class JobManager:
                     proc.kill()
                     sent_kill = True
             time.sleep(0.2)
-        rc = proc.returncode
+
+    def _finish(self, job: dict, rc: int | None) -> None:
         with self._lock:
             self._proc = None
             job.update(returncode=rc, finished=time.time(), pid=None)
@@ -284,7 +279,7 @@ class JobManager:
             if requested is not None and time.time() - requested > self._grace_s:
                 _signal(job.get("pid"), signal.SIGTERM)
             time.sleep(0.5)
-        progress = read_json(Path(job["out"]) / "progress.json") or {}
+        progress = RunDir(job["out"]).read_progress() or {}
         with self._lock:
             job.pop("adopted", None)
             job.update(finished=time.time(), pid=None)
@@ -299,7 +294,7 @@ class JobManager:
 
 def failure_message(job: dict, rc: int | None) -> str:
     """One line for the page: the trainer's own error, never a stack trace."""
-    progress = read_json(Path(job["out"]) / "progress.json") or {}
+    progress = RunDir(job["out"]).read_progress() or {}
     if progress.get("error"):
         return _one_line(str(progress["error"]))
     try:

@@ -6,14 +6,16 @@ name a file outside the run folders the server was given.
 from __future__ import annotations
 
 import hashlib
-import json
+import math
 import re
 import threading
 import unicodedata
 from pathlib import Path
+from typing import Callable
 
 from ..errors import UsageError
-from .jobs import read_json
+from ..files import read_json
+from ..rundir import RunDir
 
 DREAM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,120}\.mp4$")
 
@@ -32,12 +34,17 @@ def safe_name(name: str, fallback: str = "upload", limit: int = 60) -> str:
 
 
 def is_run(path: Path) -> bool:
-    return (Path(path) / "config.json").is_file()
+    return RunDir(path).is_run()
+
+
+def report_path(run_dir: Path) -> Path:
+    """The eval report `dreamvid eval` writes into the run folder."""
+    return RunDir(run_dir).eval_dir / "report.html"
 
 
 def latest_preview(run_dir: Path, prefer: str = "dream") -> Path | None:
     """The newest preview PNG whose name has `prefer` in it (else any but the loss plot, which the page draws)."""
-    previews = Path(run_dir) / "previews"
+    previews = RunDir(run_dir).preview_path("reconstruction.png").parent  # RunDir names the files, not the folder
     try:
         files = [p for p in previews.iterdir() if p.suffix.lower() == ".png" and p.is_file()
                  and "loss" not in p.name.lower()]
@@ -49,8 +56,17 @@ def latest_preview(run_dir: Path, prefer: str = "dream") -> Path | None:
     return max(preferred or files, key=lambda p: (p.stat().st_mtime, p.name))
 
 
+def dream_path(run_dir: Path, name: str) -> Path | None:
+    """A recording of the run by its plain name (`DREAM_NAME`), if it is a file right inside RUN_DIR/dreams."""
+    folder = RunDir(run_dir).dreams_dir
+    path = folder / name
+    if DREAM_NAME.match(name) and path.is_file() and path.resolve().parent == folder.resolve():
+        return path
+    return None
+
+
 def dreams_of(run_dir: Path) -> list[Path]:
-    folder = Path(run_dir) / "dreams"
+    folder = RunDir(run_dir).dreams_dir
     try:
         files = [p for p in folder.iterdir() if DREAM_NAME.match(p.name) and p.is_file()]
     except OSError:
@@ -61,7 +77,7 @@ def dreams_of(run_dir: Path) -> list[Path]:
 class RunRegistry:
     """Run folders given on the command line, plus every run found in the runs folders (rescanned each time)."""
 
-    def __init__(self, run_dirs: list[Path], roots: list[Path], busy: callable = lambda: set()):
+    def __init__(self, run_dirs: list[Path], roots: list[Path], busy: Callable[[], set[str]] = set):
         self._explicit = [Path(p).resolve() for p in run_dirs]
         self._roots = [Path(p).resolve() for p in roots]
         self._busy = busy
@@ -98,12 +114,10 @@ class RunRegistry:
 
     def describe(self, path: Path) -> dict:
         path = Path(path).resolve()
-        rid = run_id(path)
-        progress = read_json(path / "progress.json")
-        weights = (path / "vae.safetensors").is_file() and (path / "rnn.safetensors").is_file()
+        run, rid = RunDir(path), run_id(path)
         training = str(path) in self._busy()
-        status = "training" if training else ("ready" if weights else "incomplete")
-        config = read_json(path / "config.json") or {}
+        status = "training" if training else ("ready" if run.is_trained() else "incomplete")
+        config = read_json(run.config_path) or {}  # as written, without RunConfig's checks: a gallery never fails
         data = config.get("data", {}) if isinstance(config.get("data"), dict) else {}
         preview = latest_preview(path)
         return {
@@ -114,9 +128,9 @@ class RunRegistry:
             "preset": config.get("preset"),
             "size": data.get("size"),
             "fps": data.get("fps"),
-            "progress": progress,
+            "progress": run.read_progress(),
             "preview": f"/api/runs/{rid}/preview?t={int(preview.stat().st_mtime)}" if preview else None,
-            "report": f"/api/runs/{rid}/report" if (path / "eval" / "report.html").is_file() else None,
+            "report": f"/api/runs/{rid}/report" if report_path(path).is_file() else None,
             "dreams": [{"name": p.name, "url": f"/api/runs/{rid}/dreams/{p.name}", "bytes": p.stat().st_size}
                        for p in dreams_of(path)[:20]],
         }
@@ -135,45 +149,48 @@ _curve_cache: dict[str, tuple[tuple[int, float], dict]] = {}
 _curve_lock = threading.Lock()
 
 
-def loss_curves(log_path: Path, max_points: int = 300) -> dict:
-    """{"stage": {"train": [[i, loss], ...], "val": [[i, loss], ...]}} from a run's log.jsonl, downsampled."""
+def loss_curves(run_dir: Path, max_points: int = 300) -> dict:
+    """{"stage": {"train": [[i, loss], ...], "val": [[i, loss], ...]}} from a run's log.jsonl, downsampled.
+    Cached until the log changes (the page polls it while a job trains)."""
+    run = RunDir(run_dir)
     try:
-        st = log_path.stat()
+        st = run.log_path.stat()
     except OSError:
         return {}
-    key = (st.st_size, st.st_mtime)
+    key, name = (st.st_size, st.st_mtime), str(run.log_path)
     with _curve_lock:
-        hit = _curve_cache.get(str(log_path))
+        hit = _curve_cache.get(name)
         if hit is not None and hit[0] == key:
             return hit[1]
-    stages: dict[str, dict[str, list]] = {}
-    try:
-        with open(log_path, encoding="utf-8", errors="replace") as f:
-            for i, line in enumerate(f):
-                try:
-                    rec = json.loads(line)
-                except ValueError:
-                    continue
-                if not isinstance(rec, dict):
-                    continue
-                stage = str(rec.get("stage", "train"))[:20]
-                curves = stages.setdefault(stage, {"train": [], "val": [], "n": 0})
-                x = curves["n"]  # records in log order: steps and epochs both count up
-                curves["n"] += 1
-                for name, field in (("train", "train_loss"), ("val", "val_loss")):
-                    v = rec.get(field)
-                    if isinstance(v, (int, float)) and v == v and abs(v) != float("inf"):
-                        curves[name].append([x, float(v)])
-    except OSError:
-        return {}
+    stages = _curves(run.read_log())
     for curves in stages.values():
-        del curves["n"]
-        for name, points in curves.items():
-            if len(points) > max_points:
-                step = len(points) / max_points
-                curves[name] = [points[int(j * step)] for j in range(max_points - 1)] + [points[-1]]
+        for kind, points in curves.items():
+            curves[kind] = _downsample(points, max_points)
     with _curve_lock:
         if len(_curve_cache) > 64:
             _curve_cache.clear()
-        _curve_cache[str(log_path)] = (key, stages)
+        _curve_cache[name] = (key, stages)
     return stages
+
+
+def _curves(records: list[dict]) -> dict[str, dict[str, list]]:
+    """Train and validation losses per stage, x = the record's number within its stage (steps and epochs both
+    count up in log order)."""
+    stages: dict[str, dict[str, list]] = {}
+    counts: dict[str, int] = {}
+    for record in records:
+        stage = str(record.get("stage", "train"))[:20]
+        curves = stages.setdefault(stage, {"train": [], "val": []})
+        x = counts[stage] = counts.get(stage, -1) + 1
+        for kind, field in (("train", "train_loss"), ("val", "val_loss")):
+            value = record.get(field)
+            if isinstance(value, (int, float)) and math.isfinite(value):
+                curves[kind].append([x, float(value)])
+    return stages
+
+
+def _downsample(points: list, max_points: int) -> list:
+    if len(points) <= max_points:
+        return points
+    step = len(points) / max_points
+    return [points[int(j * step)] for j in range(max_points - 1)] + [points[-1]]

@@ -1,41 +1,48 @@
 """Live dreams for the studio: one generator thread per client, the latest frame only, never a backlog.
 
 Each WebSocket client owns a `DreamStream`. Its thread asks the run's `DreamSession` for a few frames at a
-time, encodes each one to JPEG and publishes it, paced to the client's frame rate, into a one-frame mailbox.
+time, encodes each one to JPEG and publishes it, paced to the client's frame rate, into a one-frame `Mailbox`.
 The connection's sender takes whatever frame is newest when the socket is ready for it: a slow client gets
 fewer frames (the rest are dropped and counted), never a growing queue, so memory stays flat and one client
-never holds up another. Controls (temperature, speed, re-projection, reseed, pause, run) land in the thread
-between frames; a control that changes the picture bumps the stream's version, which every frame carries in
-its header, so the page can tell when a change became visible.
+never holds up another. Controls (controls.py: temperature, speed, re-projection, reseed, pause, run, record)
+land in the thread between frames; a control that changes the picture bumps the stream's version, which every
+frame carries in its header, so the page can tell when a change became visible.
+
+The generator thread's loop, one turn per batch (`DreamStream._dream`):
+  take the controls -> follow the run (load / switch) -> steer the session (temperature, re-projection,
+  reseed) -> start a recording -> generate a batch -> deliver it (encode, pace to the fps, publish, record;
+  a new control cuts the batch short) -> report stats once a second.
 """
 from __future__ import annotations
 
 import collections
 import contextlib
-import math
+import dataclasses
 import queue
 import struct
 import sys
 import threading
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
-from ..errors import DreamvidError, UsageError
+from ..errors import DreamvidError
+from ..rundir import RunDir
+from .controls import MAX_FPS, MIN_FPS, Controls, read_control
 
 # Binary frame message, little-endian: uint32 frame number on this connection, uint32 control version (the
 # newest control the frame reflects), uint32 frame number within the current dream (reset by a reseed or a run
 # switch, counting every frame generated, shown or not), then the JPEG bytes. With a fixed seed the frame with a
 # given dream number is the same picture every time, which is how tests compare temperatures exactly.
 FRAME_HEADER = struct.Struct("<III")
-MAX_RECORD_SECONDS = 120.0
-MIN_FPS, MAX_FPS = 0.5, 120.0
-MIN_TEMPERATURE, MAX_TEMPERATURE = 0.01, 5.0
+# A batch covers about 70 ms of stream: small enough that a control lands fast, large enough that the model runs
+# batched.
+BATCH_SECONDS, MAX_BATCH = 0.07, 4
 
 
 def encode_jpeg(frame: np.ndarray, quality: int = 90) -> bytes:
@@ -86,8 +93,9 @@ class DreamerPool:
 
     @staticmethod
     def _stamp(run_dir: Path) -> float:
+        run = RunDir(run_dir)
         try:
-            return max((run_dir / name).stat().st_mtime for name in ("rnn.safetensors", "vae.safetensors"))
+            return max(run.weights_path(model).stat().st_mtime for model in ("rnn", "vae"))
         except OSError:
             return 0.0
 
@@ -194,17 +202,68 @@ class Recorder:
             self._on_done(None, f"recording failed: {message}")
 
 
+
+class Mailbox:
+    """What the generator thread has for the sender: the newest frame only (an older unsent one is dropped and
+    counted), a short queue of events, and the latest stats. `wake()` tells the sender something is there."""
+
+    def __init__(self, wake: Callable[[], None], max_events: int = 32):
+        self._wake = wake
+        self._lock = threading.Lock()
+        self._frame: bytes | None = None
+        self._events: collections.deque = collections.deque(maxlen=max_events)
+        self._stats: dict | None = None
+        self.produced = self.dropped = self.sent = 0
+
+    def publish(self, seq: int, version: int, index: int, jpeg: bytes) -> None:
+        header = FRAME_HEADER.pack(seq & 0xFFFFFFFF, version & 0xFFFFFFFF, index & 0xFFFFFFFF)
+        with self._lock:
+            if self._frame is not None:
+                self.dropped += 1
+            self._frame = header + jpeg
+            self.produced += 1
+        self._wake()
+
+    def event(self, event: dict) -> None:
+        with self._lock:
+            self._events.append(event)
+        self._wake()
+
+    def stats(self, stats: dict) -> None:
+        with self._lock:
+            self._stats = stats
+
+    def take_frame(self) -> bytes | None:
+        with self._lock:
+            frame, self._frame = self._frame, None
+            if frame is not None:
+                self.sent += 1
+        return frame
+
+    def take_events(self) -> list[dict]:
+        with self._lock:
+            events = list(self._events)
+            self._events.clear()
+            if self._stats is not None:
+                events.append(self._stats)
+                self._stats = None
+        return events
+
+
 @dataclass
-class _Controls:
-    run: str | None = None
-    temperature: float | None = None
-    speed: float = 1.0
-    fps: float | None = None          # explicit frame rate; overrides speed when set
-    paused: bool = False
-    reproject: bool = False           # each latent back through the VAE (Dreamer.session)
-    reseed: dict | None = None
-    record: float | None = None
-    version: int = 0
+class _Playback:
+    """The generator thread's own state (only that thread touches it)."""
+
+    run_id: str | None = None
+    dreamer: Any = None
+    session: Any = None
+    recorder: Recorder | None = None
+    seq: int = 0                    # frames published on this connection
+    dream_index: int = 0            # frames generated in the current dream (reset by a reseed or a run switch)
+    next_due: float | None = None   # when the next frame should be shown; None: as soon as it exists
+    model_fps: float = 0.0          # how fast the model generates, smoothed
+    stats_at: float = field(default_factory=time.monotonic)
+    produced_at_stats: int = 0
 
 
 class DreamStream:
@@ -220,20 +279,19 @@ class DreamStream:
         self._pool = pool
         self._resolve_run = resolve_run
         self._describe_run = describe_run or (lambda run_id: {"id": run_id})
-        self._wake = wake
         self._quality = quality
         self._writer_factory = writer_factory
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards _controls
         self._changed = threading.Event()
         self._stopped = threading.Event()
-        self._controls = _Controls()
-        self._frame: bytes | None = None
-        self._events: collections.deque = collections.deque(maxlen=32)
-        self._stats: dict | None = None
-        self.produced = 0
-        self.dropped = 0
-        self.sent = 0
+        self._controls = Controls()
+        self._mailbox = Mailbox(wake)
+        self._play = _Playback()
         self._thread = threading.Thread(target=self._loop, name="dreamvid-stream", daemon=True)
+
+    produced = property(lambda self: self._mailbox.produced, doc="frames published")
+    dropped = property(lambda self: self._mailbox.dropped, doc="frames replaced before the sender took them")
+    sent = property(lambda self: self._mailbox.sent, doc="frames the sender took")
 
     # ---- control side (any thread) ----
 
@@ -247,285 +305,224 @@ class DreamStream:
         if timeout != 0 and self._thread.is_alive() and threading.current_thread() is not self._thread:
             self._thread.join(timeout)
 
-    def apply(self, message: dict) -> None:
-        """Apply a control message from the page. Raises UsageError for one that makes no sense."""
-        if not isinstance(message, dict):
-            raise UsageError("a control message must be a JSON object")
-        kind = message.get("type")
+    def apply(self, message: Any) -> None:
+        """Apply a control message from the page (see controls.py). Raises UsageError for one that makes no
+        sense; then nothing changes."""
         with self._lock:
-            c = self._controls
-            version = _as_int(message.get("v"), "v", minimum=0) if message.get("v") is not None else None
-            if kind in ("start", "run"):
-                run = message.get("run")
-                if run is not None:
-                    self._resolve_run(str(run))  # unknown ids fail here, in the page's terms
-                    c.run = str(run)
-                if kind == "start":
-                    c.temperature = _temperature(message.get("temperature"), c.temperature)
-                    c.speed = _speed(message.get("speed"), c.speed)
-                    c.fps = _fps(message.get("fps"), c.fps)
-                    c.paused = bool(message.get("paused", False))
-                    c.reproject = _as_bool(message.get("reproject", False), "reproject")
-                    if message.get("seed") is not None or message.get("frame_index") is not None:
-                        c.reseed = {"seed": _opt_int(message.get("seed"), "seed"),
-                                    "frame_index": _opt_int(message.get("frame_index"), "frame_index")}
-            elif kind == "set":
-                if "temperature" in message:
-                    c.temperature = _temperature(message["temperature"], c.temperature)
-                if "speed" in message:
-                    c.speed = _speed(message["speed"], c.speed)
-                    c.fps = None
-                if "fps" in message:
-                    c.fps = _fps(message["fps"], c.fps)
-                if "reproject" in message:
-                    c.reproject = _as_bool(message["reproject"], "reproject")
-            elif kind == "pause":
-                c.paused = bool(message.get("paused", not c.paused))
-            elif kind == "reseed":
-                c.reseed = {"seed": _opt_int(message.get("seed"), "seed"),
-                            "frame_index": _opt_int(message.get("frame_index"), "frame_index")}
-            elif kind == "record":
-                seconds = _as_float(message.get("seconds", 10), "seconds")
-                if not 0 < seconds <= MAX_RECORD_SECONDS:
-                    raise UsageError(f"record between 1 and {MAX_RECORD_SECONDS:g} seconds")
-                c.record = seconds
-            else:
-                raise UsageError(f"unknown control {kind!r}")
-            if version is not None:
-                c.version = max(c.version, version)
+            current = dataclasses.replace(self._controls)
+        changes = read_control(message, current, self._resolve_run)  # outside the lock: it may scan run folders
+        with self._lock:
+            self._controls.update(changes)
         self._changed.set()
+
+    def tell(self, event: dict) -> None:
+        """Send the client an event (an answer to its control) in order with the stream's own."""
+        self._mailbox.event(event)
 
     # ---- sender side (event loop) ----
 
     def take_frame(self) -> bytes | None:
-        with self._lock:
-            frame, self._frame = self._frame, None
-        if frame is not None:
-            self.sent += 1
-        return frame
+        return self._mailbox.take_frame()
 
     def take_events(self) -> list[dict]:
-        with self._lock:
-            events = list(self._events)
-            self._events.clear()
-            if self._stats is not None:
-                events.append(self._stats)
-                self._stats = None
-        return events
+        return self._mailbox.take_events()
 
-    # ---- generator thread ----
-
-    def _event(self, event: dict) -> None:
-        with self._lock:
-            self._events.append(event)
-        self._wake()
-
-    def _publish(self, seq: int, version: int, index: int, jpeg: bytes) -> None:
-        with self._lock:
-            if self._frame is not None:
-                self.dropped += 1
-            self._frame = FRAME_HEADER.pack(seq & 0xFFFFFFFF, version & 0xFFFFFFFF, index & 0xFFFFFFFF) + jpeg
-            self.produced += 1
-        self._wake()
+    # ---- generator thread: the loop, one turn per batch ----
 
     def _loop(self) -> None:
         try:
             self._dream()
         except Exception as exc:  # never let a thread die silently; the page gets one line, the terminal the trace
-            traceback.print_exc(file=sys.stderr)
-            self._event({"type": "error", "message": f"the dream stopped: {type(exc).__name__}: {exc}"})
+            self._fail("the dream stopped", exc)
+        finally:
+            self._end_recording()
 
     def _dream(self) -> None:
-        session = dreamer = None
-        run_id: str | None = None
-        recorder: Recorder | None = None
-        seq = 0
-        dream_index = 0
-        next_due: float | None = None
-        gen_fps = 0.0
-        stats_at = time.monotonic()
-        produced_at_stats = 0
+        play = self._play
         while not self._stopped.is_set():
             self._changed.clear()
+            controls = self._take_controls()
+            if controls.run != play.run_id:
+                self._follow_run(controls)
+            if play.session is None:
+                self._changed.wait(1.0)
+                continue
+            self._steer(controls)
+            fps = self._target_fps(controls)
+            if controls.record is not None:
+                self._start_recording(controls.record, fps)
+            if controls.paused:
+                play.next_due = None
+                self._changed.wait(1.0)
+                continue
+            frames = self._generate(fps)
+            if frames is not None:
+                self._deliver(frames, controls.version, fps)
+                self._report_stats(fps)
+
+    def _take_controls(self) -> Controls:
+        """This turn's copy of the controls; the one-shot requests (reseed, record) are taken from them."""
+        with self._lock:
+            controls = dataclasses.replace(self._controls)
+            self._controls.reseed = self._controls.record = None
+        return controls
+
+    def _follow_run(self, controls: Controls) -> None:
+        """Load the run the client asked for (from the shared pool) and open a session on it."""
+        play = self._play
+        self._end_recording()
+        play.run_id, play.dreamer, play.session = controls.run, None, None
+        if controls.run is None:
+            return
+        try:
+            dreamer = self._pool.get(self._resolve_run(controls.run))
+            session = dreamer.session(temperature=controls.temperature)
+        except DreamvidError as exc:
+            self._mailbox.event({"type": "error", "message": str(exc), "run": controls.run})
+            return
+        except Exception as exc:  # a damaged run: one line for the page, the trace for the terminal
+            self._fail("cannot dream this run", exc, run=controls.run)
+            return
+        play.dreamer, play.session, play.next_due, play.dream_index = dreamer, session, None, 0
+        if controls.temperature is None:  # the run's own default becomes the client's setting
+            controls.temperature = float(getattr(session, "temperature", 1.0))
             with self._lock:
-                c = self._controls
-                want_run, temperature, paused, version = c.run, c.temperature, c.paused, c.version
-                reproject = c.reproject
-                reseed, c.reseed = c.reseed, None
-                record, c.record = c.record, None
-                speed, fixed_fps = c.speed, c.fps
-            if want_run != run_id:
-                if recorder is not None:
-                    recorder.close()
-                    recorder = None
-                run_id, session, dreamer = want_run, None, None
-                if run_id is None:
-                    self._changed.wait(1.0)
-                    continue
-                try:
-                    dreamer = self._pool.get(self._resolve_run(run_id))
-                    session = dreamer.session(temperature=temperature)
-                except DreamvidError as exc:
-                    self._event({"type": "error", "message": str(exc), "run": run_id})
-                    continue
-                except Exception as exc:  # a damaged run: one line for the page, the trace for the terminal
-                    traceback.print_exc(file=sys.stderr)
-                    self._event({"type": "error", "run": run_id,
-                                 "message": f"cannot dream this run: {type(exc).__name__}: {exc}"})
-                    session = None
-                    continue
-                if temperature is None:
-                    temperature = float(getattr(session, "temperature", 1.0))
-                    with self._lock:
-                        if self._controls.temperature is None:
-                            self._controls.temperature = temperature
-                info = dict(self._describe_run(run_id))
-                info.update(type="ready", run=run_id, fps=float(dreamer.fps), size=int(dreamer.size),
-                            frames=source_count(dreamer), temperature=temperature)
-                self._event(info)
-                next_due = None
-                dream_index = 0
-            if session is None:
-                self._changed.wait(1.0)
-                continue
-            if temperature is not None and getattr(session, "temperature", None) != temperature:
-                session.temperature = temperature
-            session.reproject = reproject
-            if reseed is not None:
-                try:
-                    session.reseed(**reseed)
-                    dream_index = 0
-                except DreamvidError as exc:
-                    self._event({"type": "error", "message": str(exc)})
-            fps = fixed_fps if fixed_fps is not None else float(dreamer.fps) * speed
-            fps = min(max(fps, MIN_FPS), MAX_FPS)
-            if record is not None:
-                if recorder is not None:
-                    recorder.close()
-                n = max(1, round(record * fps))
-                recorder = Recorder(Path(dreamer.run_dir) / "dreams", fps, int(dreamer.size), n,
-                                    self._recorded_callback(run_id), self._writer_factory)
-                self._event({"type": "recording", "seconds": record, "frames": n, "fps": fps})
-            if paused:
-                next_due = None
-                self._changed.wait(1.0)
-                continue
-            # A batch covers about 70 ms of stream: small enough that a control lands fast, large enough that
-            # the model runs batched.
-            k = int(min(4, max(1, round(fps * 0.07))))
-            t0 = time.perf_counter()
-            try:
-                frames = session.next_frames(k)
-            except Exception as exc:  # stop this dream, keep the connection: another run can still be picked
-                traceback.print_exc(file=sys.stderr)
-                self._event({"type": "error", "run": run_id,
-                             "message": f"the dream stopped: {type(exc).__name__}: {exc}"})
-                session = None
-                continue
-            elapsed = time.perf_counter() - t0
-            if elapsed > 0:
-                rate = len(frames) / elapsed
-                gen_fps = rate if gen_fps == 0 else 0.8 * gen_fps + 0.2 * rate
-            first_index, dream_index = dream_index, dream_index + len(frames)
-            for offset, frame in enumerate(frames):
-                if self._stopped.is_set():
-                    break
-                jpeg = encode_jpeg(frame, self._quality)
-                now = time.monotonic()
-                if next_due is None or next_due < now - max(2.0 / fps, 0.1):
-                    next_due = now  # fell behind (the model's limit): restart the clock rather than burst
-                delay = next_due - now
-                interrupted = delay > 0 and self._changed.wait(delay)
-                if interrupted:
-                    with self._lock:
-                        stale = (self._controls.version != version or self._controls.run != run_id
-                                 or self._controls.paused or self._controls.reseed is not None)
-                    if stale:
-                        next_due = None  # show the first frame with the new settings as soon as it exists
-                        break  # the rest of this batch shows the old settings: drop it
-                self._publish(seq, version, first_index + offset, jpeg)
-                seq += 1
-                next_due += 1.0 / fps
-                if recorder is not None:
-                    recorder.push(frame)
-                    if recorder.done:
-                        recorder = None
-                if interrupted:
-                    break
-            now = time.monotonic()
-            if now - stats_at >= 1.0:
-                with self._lock:
-                    produced, dropped = self.produced, self.dropped
-                    self._stats = {"type": "stats", "fps": round((produced - produced_at_stats) / (now - stats_at), 1),
-                                   "target_fps": round(fps, 2), "model_fps": round(gen_fps, 1),
-                                   "dropped": dropped, "frames": produced}
-                stats_at, produced_at_stats = now, produced
-        if recorder is not None:
-            recorder.close()
+                if self._controls.temperature is None:
+                    self._controls.temperature = controls.temperature
+        info = dict(self._describe_run(controls.run))
+        info.update(type="ready", run=controls.run, fps=float(dreamer.fps), size=int(dreamer.size),
+                    frames=source_count(dreamer), temperature=controls.temperature)
+        self._mailbox.event(info)
+
+    def _steer(self, controls: Controls) -> None:
+        session = self._play.session
+        if controls.temperature is not None and getattr(session, "temperature", None) != controls.temperature:
+            session.temperature = controls.temperature
+        session.reproject = controls.reproject
+        if controls.reseed is not None:
+            self._restart(**controls.reseed)
+
+    def _restart(self, seed: int | None, frame_index: int | None) -> None:
+        count = source_count(self._play.dreamer)
+        if frame_index is not None and frame_index >= count:  # checked before the session changes at all
+            self._mailbox.event({"type": "error", "message": f"frame {frame_index} is outside the run's {count} "
+                                                             f"source frames; choose a frame from 0 to {count - 1}"})
+            return
+        try:
+            self._play.session.reseed(seed=seed, frame_index=frame_index)
+        except DreamvidError as exc:
+            self._mailbox.event({"type": "error", "message": str(exc)})
+            return
+        self._play.dream_index = 0
+
+    def _target_fps(self, controls: Controls) -> float:
+        fps = controls.fps if controls.fps is not None else float(self._play.dreamer.fps) * controls.speed
+        return min(max(fps, MIN_FPS), MAX_FPS)
+
+    def _start_recording(self, seconds: float, fps: float) -> None:
+        play = self._play
+        self._end_recording()
+        n = max(1, round(seconds * fps))
+        try:
+            play.recorder = Recorder(RunDir(play.dreamer.run_dir).dreams_dir, fps, int(play.dreamer.size), n,
+                                     self._recorded_callback(play.run_id), self._writer_factory)
+        except OSError as exc:
+            self._mailbox.event({"type": "error", "message": f"cannot record: {exc.strerror or exc}"})
+            return
+        self._mailbox.event({"type": "recording", "seconds": seconds, "frames": n, "fps": fps})
+
+    def _end_recording(self) -> None:
+        if self._play.recorder is not None:
+            self._play.recorder.close()
+            self._play.recorder = None
+
+    def _generate(self, fps: float) -> np.ndarray | None:
+        """The next batch of frames, or None when the session failed (this dream stops; the connection stays,
+        and another run can still be picked)."""
+        play = self._play
+        k = int(min(MAX_BATCH, max(1, round(fps * BATCH_SECONDS))))
+        started = time.perf_counter()
+        try:
+            frames = play.session.next_frames(k)
+        except Exception as exc:
+            self._fail("the dream stopped", exc, run=play.run_id)
+            play.session = None
+            return None
+        elapsed = time.perf_counter() - started
+        if elapsed > 0:
+            rate = len(frames) / elapsed
+            play.model_fps = rate if play.model_fps == 0 else 0.8 * play.model_fps + 0.2 * rate
+        return frames
+
+    def _deliver(self, frames: np.ndarray, version: int, fps: float) -> None:
+        """Encode, pace and publish a batch. A control that arrives while a frame waits for its time cuts the
+        batch short; if it changed the picture the waiting frame is dropped too, so the new settings show as
+        soon as their first frame exists."""
+        play = self._play
+        first, play.dream_index = play.dream_index, play.dream_index + len(frames)
+        for offset, frame in enumerate(frames):
+            if self._stopped.is_set():
+                return
+            jpeg = encode_jpeg(frame, self._quality)
+            interrupted = self._pace(fps)
+            if interrupted and self._outdated(version):
+                play.next_due = None
+                return
+            self._show(frame, jpeg, version, first + offset, fps)
+            if interrupted:
+                return
+
+    def _pace(self, fps: float) -> bool:
+        """Wait until the next frame is due; True when a control came in meanwhile."""
+        play = self._play
+        now = time.monotonic()
+        if play.next_due is None or play.next_due < now - max(2.0 / fps, 0.1):
+            play.next_due = now  # fell behind (the model's limit): restart the clock rather than burst
+        delay = play.next_due - now
+        return delay > 0 and self._changed.wait(delay)
+
+    def _outdated(self, version: int) -> bool:
+        """Whether frames made under `version` no longer show what the client asked for."""
+        with self._lock:
+            c = self._controls
+            return c.version != version or c.run != self._play.run_id or c.paused or c.reseed is not None
+
+    def _show(self, frame: np.ndarray, jpeg: bytes, version: int, index: int, fps: float) -> None:
+        play = self._play
+        self._mailbox.publish(play.seq, version, index, jpeg)
+        play.seq += 1
+        play.next_due += 1.0 / fps
+        if play.recorder is not None:
+            play.recorder.push(frame)
+            if play.recorder.done:
+                play.recorder = None
+
+    def _report_stats(self, fps: float) -> None:
+        play, now = self._play, time.monotonic()
+        if now - play.stats_at < 1.0:
+            return
+        produced = self._mailbox.produced
+        shown_fps = (produced - play.produced_at_stats) / (now - play.stats_at)
+        self._mailbox.stats({"type": "stats", "fps": round(shown_fps, 1), "target_fps": round(fps, 2),
+                             "model_fps": round(play.model_fps, 1), "dropped": self._mailbox.dropped,
+                             "frames": produced})
+        play.stats_at, play.produced_at_stats = now, produced
+
+    def _fail(self, what: str, exc: Exception, run: str | None = None) -> None:
+        """An unexpected failure: the trace to the terminal, one line to the page."""
+        traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
+        event = {"type": "error", "message": f"{what}: {type(exc).__name__}: {exc}"}
+        if run is not None:
+            event["run"] = run
+        self._mailbox.event(event)
 
     def _recorded_callback(self, run_id: str | None):
         def done(path: Path | None, error: str | None) -> None:
             if self._stopped.is_set():
                 return
             if path is None:
-                self._event({"type": "error", "message": error or "recording failed"})
+                self._mailbox.event({"type": "error", "message": error or "recording failed"})
             else:
-                self._event({"type": "recorded", "run": run_id, "name": path.name,
-                             "url": f"/api/runs/{run_id}/dreams/{path.name}"})
+                self._mailbox.event({"type": "recorded", "run": run_id, "name": path.name,
+                                     "url": f"/api/runs/{run_id}/dreams/{path.name}"})
         return done
-
-
-def _as_float(value: Any, name: str) -> float:
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        raise UsageError(f"{name} must be a number, got {value!r}") from None
-    if not math.isfinite(out):
-        raise UsageError(f"{name} must be a finite number")
-    return out
-
-
-def _as_int(value: Any, name: str, minimum: int | None = None) -> int:
-    if isinstance(value, bool):
-        raise UsageError(f"{name} must be an integer")
-    try:
-        out = int(value)
-    except (TypeError, ValueError):
-        raise UsageError(f"{name} must be an integer, got {value!r}") from None
-    if isinstance(value, float) and out != value:
-        raise UsageError(f"{name} must be an integer, got {value!r}")
-    if minimum is not None and out < minimum:
-        raise UsageError(f"{name} must be at least {minimum}")
-    return out
-
-
-def _as_bool(value: Any, name: str) -> bool:
-    if not isinstance(value, bool):
-        raise UsageError(f"{name} must be true or false, got {value!r}")
-    return value
-
-
-def _opt_int(value: Any, name: str) -> int | None:
-    return None if value is None or value == "" else _as_int(value, name, minimum=0)
-
-
-def _in_range(value: Any, current: float | None, name: str, low: float, high: float) -> float | None:
-    """A control's new value, checked against its range; None keeps the current one."""
-    if value is None:
-        return current
-    number = _as_float(value, name)
-    if not low <= number <= high:
-        raise UsageError(f"{name} must be between {low:g} and {high:g}, got {number:g}")
-    return number
-
-
-def _temperature(value: Any, current: float | None) -> float | None:
-    return _in_range(value, current, "temperature", MIN_TEMPERATURE, MAX_TEMPERATURE)
-
-
-def _speed(value: Any, current: float) -> float:
-    return _in_range(value, current, "speed", 0.05, 16)
-
-
-def _fps(value: Any, current: float | None) -> float | None:
-    return _in_range(value, current, "fps", MIN_FPS, MAX_FPS)
