@@ -1,4 +1,7 @@
-"""The on-disk uint8 frame cache of a run: `<cache_root>/<key>/frames.u8` (N, S, S, 3) + `index.json`."""
+"""The on-disk uint8 frame cache of a run: `<cache_root>/<key>/frames.u8` (N, S, S, 3) + `index.json`.
+
+It also owns the held-out split: the last tenth of every source is never trained on (`split_ranges`).
+"""
 from __future__ import annotations
 
 import collections.abc as abc
@@ -18,6 +21,7 @@ from dreamvid.video import VideoInfo, check_read_settings, probe, read_frames
 FORMAT_VERSION = 1
 DEFAULT_MAX_FPS = 30.0
 PARTS = ("train", "val")
+HELD_OUT_PERCENT = 10  # of every sequence, at its end
 FIX_CACHE = "delete that folder; it is rebuilt from the source videos on the next run"
 
 
@@ -65,7 +69,8 @@ class FrameCache:
         return len(self.frames)
 
     def split_ranges(self, part: str) -> list[tuple[int, int]]:
-        """Global [start, stop) per sequence: "val" is the last 10% of each (>= 1 frame), "train" the rest.
+        """Global [start, stop) per sequence: "val" is the last HELD_OUT_PERCENT of each (>= 1 frame), "train"
+        the rest.
 
         There is one range per sequence, in order; a very short sequence may give an empty train range.
         """
@@ -73,7 +78,7 @@ class FrameCache:
             raise ValueError(f"part must be one of {PARTS}, got {part!r}")
         ranges = []
         for sequence in self.sequences:
-            boundary = max(sequence.start, sequence.stop - _validation_length(sequence.stop - sequence.start))
+            boundary = max(sequence.start, sequence.stop - held_out_length(sequence.stop - sequence.start))
             ranges.append((sequence.start, boundary) if part == "train" else (boundary, sequence.stop))
         return ranges
 
@@ -82,9 +87,19 @@ class FrameCache:
         return [self.frames[start:stop] for start, stop in self.split_ranges(part)]
 
 
-def _validation_length(frames: int) -> int:
-    """The last 10% of a sequence, rounded up, at least one frame (integer maths: 0.1 * 30 > 3 in floats)."""
-    return max(1, -(-frames // 10))
+def held_out_length(frames: int) -> int:
+    """The held-out tail of a sequence of `frames`: HELD_OUT_PERCENT, rounded up, at least one frame (integer
+    maths: 0.1 * 30 > 3 in floats)."""
+    return max(1, -(-frames * HELD_OUT_PERCENT // 100))
+
+
+def minimum_frames(window: int) -> int:
+    """Fewest frames a sequence needs to train a `window`-frame dream model: a full window (plus the frame it
+    predicts) before the held-out tail, and a tail of at least two frames to score."""
+    frames = window + 1
+    while frames - held_out_length(frames) < window + 1 or held_out_length(frames) < 2:
+        frames += 1
+    return frames
 
 
 def build_cache(sources: abc.Sequence[str | Path], cache_root: str | Path, *, size: int, fps: float | None,

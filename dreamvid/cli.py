@@ -8,9 +8,10 @@ import argparse
 import sys
 from pathlib import Path
 
+from .config import CROPS, PRESET_NAMES
 from .errors import DreamvidError, Interrupted
 
-PRESET_NAMES = ("default", "worldmodels", "classic", "tiny")  # checked against config.PRESETS by a test
+DEVICES = ("auto", "cpu", "cuda", "mps")
 REPROJECT_HELP = ("pass each dreamed latent through the VAE (decode, encode) before it is fed back: steadier "
                   "live-action dreams, stiller game ones; slower")
 
@@ -31,24 +32,31 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="dreamvid", description="Neural dream videos: learn a clip, dream endless new video.")
     parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
     verbs = parser.add_subparsers(dest="verb", required=True, parser_class=_Parser)
+    for add_verb in (_add_train, _add_dream, _add_demo, _add_eval, _add_compare, _add_serve):
+        add_verb(verbs)
+    return parser
 
+
+def _add_train(verbs: argparse._SubParsersAction) -> None:
     train = verbs.add_parser("train", help="learn the look and motion of one or more videos")
     train.add_argument("sources", nargs="*", metavar="SOURCE", help="video files (any format FFmpeg reads)")
     train.add_argument("-o", "--out", required=True, type=Path, metavar="RUN_DIR", help="run folder to write")
     train.add_argument("--preset", default="default", choices=PRESET_NAMES)
     train.add_argument("--size", type=int, help="frame side in pixels: 64 (default), 128 or 256")
     train.add_argument("--fps", type=_positive_float, help="frame rate to learn at (default: source's, max 30)")
-    train.add_argument("--crop", default="center", choices=("center", "full"), help="square crop or letterbox")
+    train.add_argument("--crop", default="center", choices=CROPS, help="square crop or letterbox")
     train.add_argument("--minutes", type=_positive_float, help="wall-clock budget for the whole job")
     train.add_argument("--vae-epochs", type=int)
     train.add_argument("--rnn-epochs", type=int)
     train.add_argument("--batch-size", type=int)
-    train.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+    train.add_argument("--device", default="auto", choices=DEVICES)
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--resume", action="store_true", help="continue an interrupted run")
     train.add_argument("--force", action="store_true", help="start RUN_DIR over if it holds a run")
     train.add_argument("--quiet", action="store_true", help="no progress bars")
 
+
+def _add_dream(verbs: argparse._SubParsersAction) -> None:
     dream = verbs.add_parser("dream", help="dream a new video from a trained run")
     dream.add_argument("run", type=Path, metavar="RUN_DIR")
     dream.add_argument("-o", "--out", type=Path, help="output .mp4/.webm/.gif or folder (default RUN_DIR/dream.mp4)")
@@ -63,10 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
     prime.add_argument("--prime-frame", type=int, metavar="I", help="start from source frame I")
     dream.add_argument("--fps", type=float, help="playback rate (default: the run's)")
     dream.add_argument("--upscale", type=int, help="integer upscale (default: short side >= 256 px)")
-    dream.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+    dream.add_argument("--device", default="auto", choices=DEVICES)
     dream.add_argument("--force", action="store_true", help="overwrite an existing output")
     dream.add_argument("--quiet", action="store_true")
 
+
+def _add_demo(verbs: argparse._SubParsersAction) -> None:
     demo = verbs.add_parser("demo", help="train on built-in Atari footage and dream, no arguments needed")
     demo.add_argument("-o", "--out", type=Path, default=Path("demo"), help="folder for footage, run and videos")
     demo.add_argument("--minutes", type=_positive_float, default=4.5, help="training budget")
@@ -76,6 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--force", action="store_true", help="start over if the folder holds a demo")
     demo.add_argument("--quiet", action="store_true")
 
+
+def _add_eval(verbs: argparse._SubParsersAction) -> None:
     evaluate = verbs.add_parser("eval", help="score a run's dream against its source, with an HTML report")
     evaluate.add_argument("run", type=Path, metavar="RUN_DIR")
     evaluate.add_argument("--dream", type=Path, help="score this video instead of a new dream")
@@ -86,10 +98,14 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("-o", "--out", type=Path, metavar="REPORT_DIR")
     evaluate.add_argument("--quiet", action="store_true")
 
+
+def _add_compare(verbs: argparse._SubParsersAction) -> None:
     compare = verbs.add_parser("compare", help="metrics of several runs or reports side by side")
     compare.add_argument("paths", nargs="+", type=Path, metavar="RUN_OR_REPORT")
     compare.add_argument("--html", type=Path, help="also write a combined HTML page")
 
+
+def _add_serve(verbs: argparse._SubParsersAction) -> None:
     serve = verbs.add_parser("serve", help="the browser studio: live dreams, training from the page")
     serve.add_argument("runs", nargs="*", type=Path, metavar="RUN_DIR")
     serve.add_argument("--runs-dir", type=Path, help="folder of runs to list (and where new runs go)")
@@ -97,7 +113,6 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=7860)
     serve.add_argument("--data-dir", type=Path, help="uploads and the job queue (default ~/.local/share/dreamvid)")
     serve.add_argument("--max-upload-mb", type=_positive_float, default=2048, help="largest upload accepted")
-    return parser
 
 
 def _train(args: argparse.Namespace) -> None:

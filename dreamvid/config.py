@@ -1,12 +1,13 @@
 """Run configuration: presets as dataclasses, serialized to `config.json` in every run folder.
 
 Model choice is made here, by config, never by if-chains spread over the other modules: `models.py` builds
-whatever a `VAEConfig` / `RNNConfig` describes, and a new preset is one entry in `PRESETS`.
+whatever a `VAEConfig` / `RNNConfig` describes, and a new preset is one entry in `PRESETS`. Every field is set
+by some preset or command-line option; settings that were measured and not kept are retired (`RETIRED`).
+Nothing here imports torch: the command line reads the preset names and choices from this module.
 """
 from __future__ import annotations
 
 import copy
-import dataclasses
 import json
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -16,8 +17,9 @@ from .errors import DreamvidError, UsageError
 
 CONFIG_FORMAT = 1
 SUPPORTED_SIZES = (32, 64, 128, 256)
-RNN_CELLS = ("lstm", "gru", "lnlstm", "transformer")
-TRANSFORMER_HEADS = 4
+CROPS = ("center", "full")                   # square centre crop, or the whole frame letterboxed
+RNN_CELLS = ("lstm", "lnlstm")
+DEFAULT_MINUTES = 10.0                       # the budget without --minutes or epochs: worth watching on a laptop
 
 
 @dataclass
@@ -27,48 +29,15 @@ class VAEConfig:
     z_dim: int = 32
     channels: tuple[int, ...] = (32, 64, 128, 256)  # conv: one k4 s2 stage each, more stages added above 64 px
     hidden: tuple[int, ...] = (256, 256)     # dense: hidden layer widths (softplus)
-    reconstruction: str = "mse"              # "mse" or "l1" (summed over pixels), "bce" (Bernoulli cross-entropy)
-    kl_weight: float = 1.0
+    reconstruction: str = "mse"              # "mse" (summed over pixels) or "bce" (Bernoulli cross-entropy)
     free_bits: float = 0.0                   # KL tolerance per latent dimension, in nats (World Models: 0.5)
-    kl_anneal: float = 0.0                   # share of the VAE stage over which the KL weight rises from 0
     lr: float = 1e-3
-    lr_schedule: str = "constant"            # "constant", or "cosine": decay to 0 over the VAE's budget
-    adversarial_weight: float = 0.0          # > 0: train a patch critic and add its hinge loss (per pixel)
-    adversarial_start: float = 0.3           # share of the VAE stage trained before the critic joins
-    critic_channels: int = 32
-    gradient_weight: float = 0.0             # > 0: add the gradient difference loss (sharp edges, not blur)
-    ssim_weight: float = 0.0                 # > 0: add (1 - SSIM) / 2, summed over pixels, at this weight
-    edge_weight: float = 0.0                 # > 0: weight each pixel's loss by 1 + this x its local contrast
-                                             # (over the batch mean), so thin edges and sprites count
-    refine: int = 0                          # conv: > 0 ends the decoder with 3x3 convolutions of this width at
-                                             # full resolution (0: World Models' last transposed convolution)
-    coords: bool = False                     # conv: feed every decoder stage its pixels' x and y (CoordConv)
-    grid: int = 0                            # conv: > 0 makes the latent a grid x grid map of z_dim / grid^2
-                                             # channels, each cell drawn from its own patch (0: one vector)
-    decoder_tuning: float = 0.0              # share of the VAE stage, at its end, in which the encoder is frozen
-                                             # and the decoder alone learns to draw each frame from its mean
-
-    def __post_init__(self):
-        if self.lr_schedule not in ("constant", "cosine"):
-            raise ValueError(f"vae.lr_schedule must be 'constant' or 'cosine', not {self.lr_schedule!r}")
-        if not 0 <= self.kl_anneal <= 1:
-            raise ValueError(f"vae.kl_anneal must be from 0 to 1, not {self.kl_anneal}")
-        if self.refine < 0:
-            raise ValueError(f"vae.refine must be 0 or more, not {self.refine}")
-        # The conv encoder halves the frame per stage, so a grid side must be a power of two below the size.
-        if self.grid and (self.grid & (self.grid - 1) or not 1 < self.grid <= self.size // 2
-                          or self.z_dim % (self.grid * self.grid)):
-            raise ValueError(f"vae.grid must be 0, or a power of two from 2 to {self.size // 2} whose square "
-                             f"divides vae.z_dim ({self.z_dim}), not {self.grid}")
-        if not 0 <= self.decoder_tuning < 1:
-            raise ValueError(f"vae.decoder_tuning must be at least 0 and below 1, not {self.decoder_tuning}")
 
 
 @dataclass
 class RNNConfig:
     kind: str = "mdn"                        # "mdn" (mixture density LSTM) or "regression" (squared error)
-    cell: str = "lstm"                       # "lstm" (both papers), "gru", "lnlstm" (layer norm) or "transformer"
-                                             # (causal, over the last seq_len latents; hidden is its width)
+    cell: str = "lstm"                       # "lstm" (both papers) or "lnlstm" (layer-normalised)
     hidden: int = 256
     layers: int = 1
     dropout: float = 0.0                     # share of the recurrent outputs dropped before the head, training
@@ -77,9 +46,6 @@ class RNNConfig:
     lr: float = 1e-3
     lr_decay: float = 1.0                    # multiplied into the learning rate after every epoch
     grad_clip: float = 1.0
-    input_noise: float = 0.0                 # std of Gaussian noise added to input latents while training
-    open_loop: float = 0.0                   # share of input latents replaced by the RNN's own samples
-    latents: str = "samples"                 # learn from "samples" of each frame's posterior or their "means"
     keep_best: bool = False                  # end with the epoch of lowest held-out NLL, not the last one
     feed_noise: float = 0.0                  # regression: half-width of uniform noise added to fed-back latents
     temperature: float = 1.0                 # default dreaming temperature
@@ -90,15 +56,8 @@ class RNNConfig:
         # Checked here so that a hand-edited or damaged config.json fails on load, not mid-dream.
         if self.cell not in RNN_CELLS:
             raise ValueError(f"rnn.cell must be one of {', '.join(RNN_CELLS)}, not {self.cell!r}")
-        if self.cell == "transformer" and self.hidden % TRANSFORMER_HEADS:
-            raise ValueError(f"rnn.hidden is the transformer's width and must be divisible by {TRANSFORMER_HEADS} "
-                             f"(its attention heads), not {self.hidden}")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"rnn.dropout must be at least 0 and below 1, not {self.dropout}")
-        if self.latents not in ("samples", "means"):
-            raise ValueError(f"rnn.latents must be 'samples' or 'means', not {self.latents!r}")
-        if not 0 <= self.open_loop < 1:
-            raise ValueError(f"rnn.open_loop must be at least 0 and below 1, not {self.open_loop}")
         if not 0 <= self.decode_spread <= 1:
             raise ValueError(f"rnn.decode_spread must be from 0 to 1, not {self.decode_spread}")
 
@@ -114,7 +73,8 @@ class DataConfig:
 
 @dataclass
 class TrainConfig:
-    minutes: float | None = None             # wall-clock budget for the whole job
+    minutes: float | None = None             # wall-clock budget for the whole job (None: DEFAULT_MINUTES unless
+                                             # epochs are given)
     vae_epochs: int | None = None
     rnn_epochs: int | None = None
     batch_size: int = 64                     # VAE frames per step
@@ -122,9 +82,57 @@ class TrainConfig:
     vae_share: float = 0.6                   # share of a time budget given to the VAE
     seed: int = 0
     bf16: bool = True                        # bf16 autocast where the hardware does it fast
-    # Without --minutes or epochs a run trains this long: long enough to be worth watching on a laptop CPU.
-    default_minutes: float = 10.0
 
+    def budget_seconds(self) -> float | None:
+        """The job's wall-clock budget, None when only epochs bound it."""
+        if self.minutes is None and self.vae_epochs is None and self.rnn_epochs is None:
+            return DEFAULT_MINUTES * 60
+        return None if self.minutes is None else self.minutes * 60
+
+
+# --- retired settings -------------------------------------------------------------------------------------
+
+RETIRED_IN = "0.1.0"
+RETIRED_TAG = "lab-2026-12-02"
+# Settings dreamvid 0.1.0 measured and did not keep (docs/results.md), with the default they had there. A
+# config.json that holds one at that default is read without it; any other value describes a model this version
+# cannot build, and loading says so.
+RETIRED: dict[str, dict[str, Any]] = {
+    "vae": {"kl_weight": 1.0, "kl_anneal": 0.0, "lr_schedule": "constant", "adversarial_weight": 0.0,
+            "adversarial_start": 0.3, "critic_channels": 32, "gradient_weight": 0.0, "ssim_weight": 0.0,
+            "edge_weight": 0.0, "refine": 0, "coords": False, "grid": 0, "decoder_tuning": 0.0},
+    "rnn": {"input_noise": 0.0, "open_loop": 0.0, "latents": "samples"},
+    "train": {"default_minutes": DEFAULT_MINUTES},
+}
+# Values of fields that stay, retired with the models they chose.
+RETIRED_VALUES: dict[str, dict[str, tuple[Any, ...]]] = {
+    "vae": {"reconstruction": ("l1",)},
+    "rnn": {"cell": ("gru", "transformer")},
+}
+
+
+def without_retired(raw: dict[str, Any], path: Path | str = "config.json") -> dict[str, Any]:
+    """`raw` (a parsed config.json) without the retired fields it holds at their old defaults; a DreamvidError
+    naming the first retired setting it relies on."""
+    cleaned = dict(raw)
+    for section in ("vae", "rnn", "data", "train"):
+        part, retired, values = raw.get(section), RETIRED.get(section, {}), RETIRED_VALUES.get(section, {})
+        if not isinstance(part, dict):
+            continue
+        for name, value in part.items():
+            if (name in retired and value != retired[name]) or value in values.get(name, ()):
+                raise _retired_error(path, f"{section}.{name}", value)
+        cleaned[section] = {name: value for name, value in part.items() if name not in retired}
+    return cleaned
+
+
+def _retired_error(path: Path | str, name: str, value: Any) -> DreamvidError:
+    return DreamvidError(f"{path} sets {name} = {json.dumps(value)}, a setting of dreamvid {RETIRED_IN} (git tag "
+                         f"{RETIRED_TAG}) that this version ({_version()}) retired",
+                         f"retrain the run with this version, or dream it with dreamvid {RETIRED_IN}")
+
+
+# --- the run configuration ---------------------------------------------------------------------------------
 
 @dataclass
 class RunConfig:
@@ -140,7 +148,7 @@ class RunConfig:
         return json.dumps(asdict(self), indent=2)
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> "RunConfig":
+    def from_dict(cls, raw: dict[str, Any]) -> RunConfig:
         return RunConfig(
             preset=raw["preset"],
             vae=_dataclass_from_dict(VAEConfig, raw["vae"]),
@@ -152,11 +160,11 @@ class RunConfig:
         )
 
     @classmethod
-    def load(cls, path: Path) -> "RunConfig":
+    def load(cls, path: Path | str) -> RunConfig:
+        """The config in `path`, written by this version or an earlier one; a DreamvidError for anything else."""
         try:
-            raw = json.loads(Path(path).read_text())
-            config = cls.from_dict(raw)
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+            config = cls.from_dict(without_retired(json.loads(Path(path).read_text()), path))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             raise DreamvidError(f"{path} is not a readable dreamvid config ({exc})",
                                 "train the run again or restore config.json") from None
         if config.format != CONFIG_FORMAT:
@@ -182,6 +190,8 @@ def _version() -> str:
     from . import __version__
     return __version__
 
+
+# --- presets -----------------------------------------------------------------------------------------------
 
 def _worldmodels() -> RunConfig:
     return RunConfig(
@@ -214,12 +224,9 @@ def _default() -> RunConfig:
     #   River Raid's realism averaged 3.9 against 4.6;
     # - a layer-norm LSTM: over the same four RNN seeds it met 21.0 of 36 against 20.5, more on three seeds, and
     #   no Enduro dream froze (two of four did with nn.LSTM); `bikes` replays longer with it (40-93 frames).
-    # RNN input noise, open-loop inputs, a lower or higher temperature, a patch critic, L1, a gradient-difference
-    # loss, an SSIM term, a lower KL weight, KL annealing, z = 64, a wider decoder, decoder tuning on latent
-    # means, 128 px, a grid of latent cells, a Bernoulli decoder loss, a GRU, a causal transformer, a smaller
-    # LSTM, an RNN trained on latent means, another RNN epoch than the best held-out one, and time-correlated
-    # noise or re-projection while dreaming were each measured and not kept (re-projection helps live footage
-    # and stills games: it is `dreamvid dream --reproject`).
+    # What was measured and not kept is listed in RETIRED (dreamvid 0.1.0 has the code); a lower or higher
+    # temperature, z = 64, 128 px, a smaller LSTM and time-correlated noise while dreaming were not kept either,
+    # and re-projection while dreaming helps live footage and stills games: it is `dreamvid dream --reproject`.
     worldmodels = _worldmodels()
     return replace(worldmodels, preset="default", train=TrainConfig(vae_share=0.9),
                    rnn=replace(worldmodels.rnn, cell="lnlstm", keep_best=True, decode_spread=0.5, dropout=0.3))
@@ -237,6 +244,7 @@ def _tiny() -> RunConfig:
 
 
 PRESETS = {"default": _default, "worldmodels": _worldmodels, "classic": _classic, "tiny": _tiny}
+PRESET_NAMES = tuple(PRESETS)
 
 
 def make_config(preset: str | RunConfig = "default", *, size: int | None = None, fps: float | None = None,
@@ -252,8 +260,8 @@ def make_config(preset: str | RunConfig = "default", *, size: int | None = None,
     size = size or config.data.size
     if size not in SUPPORTED_SIZES:
         raise UsageError(f"--size {size} is not supported", f"use one of {', '.join(map(str, SUPPORTED_SIZES))}")
-    if crop not in ("center", "full"):
-        raise UsageError(f"--crop {crop!r} is not supported", "use center or full")
+    if crop not in CROPS:
+        raise UsageError(f"--crop {crop!r} is not supported", f"use one of {', '.join(CROPS)}")
     if fps is not None and not fps > 0:
         raise UsageError(f"--fps must be positive, got {fps}")
     config.vae = replace(config.vae, size=size)
@@ -266,13 +274,14 @@ def make_config(preset: str | RunConfig = "default", *, size: int | None = None,
 
 
 def _check_train_overrides(overrides: dict[str, Any]) -> None:
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    known = {f.name for f in fields(TrainConfig)}
     for name, value in overrides.items():
+        option = f"--{name.replace('_', '-')}"
         if name not in known:
             raise TypeError(f"unknown training option {name!r}")
-        if name in ("minutes",) and not value > 0:
-            raise UsageError(f"--minutes must be positive, got {value}")
+        if name == "minutes" and not value > 0:
+            raise UsageError(f"{option} must be positive, got {value}")
         if name in ("vae_epochs", "rnn_epochs") and value < 0:
-            raise UsageError(f"--{name.replace('_', '-')} must be 0 or more, got {value}")
+            raise UsageError(f"{option} must be 0 or more, got {value}")
         if name in ("batch_size", "rnn_batch_size") and value < 1:
-            raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+            raise UsageError(f"{option} must be at least 1, got {value}")

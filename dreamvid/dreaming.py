@@ -12,11 +12,11 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from . import checkpoint
 from .config import RunConfig
 from .device import autocast, fast_bf16, place, resolve_device
 from .errors import DreamvidError, UsageError
 from .models import LatentRNN, VAE, build_rnn, build_vae, encode_frames, tensor_to_frames
+from .rundir import RunDir
 
 DECODE_BATCH = 64
 
@@ -43,26 +43,18 @@ class Dreamer:
 
     @classmethod
     def from_pretrained(cls, run_dir: str | Path, device: str = "auto") -> "Dreamer":
-        run_dir = Path(run_dir)
-        if not run_dir.exists():
-            raise UsageError(f"run folder {run_dir} does not exist", "train one first: dreamvid train CLIP -o RUN")
-        if not (run_dir / "config.json").is_file():
-            raise UsageError(f"{run_dir} is not a dreamvid run (no config.json)",
-                             "point to the folder that dreamvid train wrote")
-        config = RunConfig.load(run_dir / "config.json")
-        if not (run_dir / "rnn.safetensors").is_file():
-            raise DreamvidError(f"{run_dir} has not finished training (no rnn.safetensors)",
-                                f"finish it: dreamvid train -o {run_dir} --resume")
+        run = RunDir(run_dir).require_run()
+        config = run.read_config()
+        run.require_trained()
         torch_device = resolve_device(device)
         vae = build_vae(config.vae)
-        rnn = build_rnn(config.rnn, config.vae.z_dim)
-        checkpoint.load_weights(vae, run_dir / "vae.safetensors")
-        checkpoint.load_weights(rnn, run_dir / "rnn.safetensors")
-        latents = checkpoint.load_tensors(run_dir / "latents.safetensors")
-        if "mu" not in latents or latents["mu"].shape[-1] != config.vae.z_dim:
-            raise DreamvidError(f"{run_dir / 'latents.safetensors'} does not fit config.json",
-                                "train the run again")
-        return cls(run_dir, config, place(vae, torch_device).eval(), rnn.to(torch_device).eval(),
+        rnn = build_rnn(config.rnn, vae.latent_shape)
+        run.load_weights("vae", vae)
+        run.load_weights("rnn", rnn)
+        latents = run.load_latents()
+        if "mu" not in latents or tuple(latents["mu"].shape[1:]) != vae.latent_shape:
+            raise DreamvidError(f"{run.latents_path} does not fit config.json", "train the run again")
+        return cls(run.path, config, place(vae, torch_device).eval(), rnn.to(torch_device).eval(),
                    latents, torch_device)
 
     # --- properties a caller needs to place frames in time and space -------------------------------------
@@ -78,25 +70,23 @@ class Dreamer:
     @property
     def cache(self):
         """The run's frame cache when it is still on disk (evaluation uses it; dreaming never needs it)."""
-        from .cache import FrameCache
-        directory = self.run_dir / "cache" / self.config.data.cache_key
-        return FrameCache.open(directory) if self.config.data.cache_key and directory.is_dir() else None
+        return RunDir(self.run_dir).frame_cache(self.config.data.cache_key)
 
     # --- the two halves of the VAE -------------------------------------------------------------------------
 
     def encode(self, frames: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        """uint8 (N, S, S, 3) frames -> (mu, logvar), each (N, z), on the CPU."""
+        """uint8 (N, S, S, 3) frames -> (mu, logvar), each (N, *latent_shape), on the CPU."""
         return encode_frames(self.vae, frames, self.device, self.bf16)
 
     @torch.no_grad()
     def decode(self, z: torch.Tensor) -> np.ndarray:
-        """Latents (N, z) -> uint8 (N, S, S, 3) frames."""
+        """Latents (N, *latent_shape) -> uint8 (N, S, S, 3) frames."""
         with autocast(self.device, self.bf16):
             return tensor_to_frames(self.vae.decode(z.to(self.device)))
 
     @torch.no_grad()
     def reproject(self, z: torch.Tensor) -> torch.Tensor:
-        """Latents (N, z) -> the latent means of their decoded images: back onto what the VAE draws."""
+        """Latents (N, *latent_shape) -> the latent means of their decoded images: back onto what the VAE draws."""
         with autocast(self.device, self.bf16):
             return self.vae.encode(self.vae.decode(z))[0].float()
 

@@ -1,7 +1,6 @@
 """Pictures a person would rather look at than read: frame grids and loss curves, written as PNG."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Sequence
 
@@ -33,17 +32,15 @@ def save_image_grid(path: Path, rows: Sequence[np.ndarray]) -> None:
     save_png(path, frame_grid(rows))
 
 
-def plot_losses(log_path: Path, out: Path) -> None:
-    """Train and validation loss per epoch for each stage, side by side."""
-    if not Path(log_path).is_file():
-        return
-    records = [json.loads(line) for line in Path(log_path).read_text().splitlines() if line.strip()]
+def plot_losses(records: Sequence[dict], out: Path) -> None:
+    """Train and validation loss per epoch for each stage, side by side, from log.jsonl's records."""
     stages = [s for s in ("vae", "rnn") if any(r.get("stage") == s for r in records)]
     if not stages:
         return
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from .files import atomic_replace
     figure, axes = plt.subplots(1, len(stages), figsize=(5 * len(stages), 3.2), squeeze=False)
     for ax, stage in zip(axes[0], stages):
         rows = [r for r in records if r.get("stage") == stage]
@@ -56,5 +53,5 @@ def plot_losses(log_path: Path, out: Path) -> None:
         ax.legend()
         ax.grid(alpha=0.3)
     figure.tight_layout()
-    figure.savefig(out, dpi=100)
+    atomic_replace(out, lambda tmp: figure.savefig(tmp, dpi=100, format="png"))
     plt.close(figure)

@@ -16,9 +16,9 @@ import av
 import av.filter
 import numpy as np
 
+from dreamvid.config import CROPS
 from dreamvid.errors import DreamvidError, UsageError
 
-CROPS = ("center", "full")
 VIDEO_SUFFIXES = (".mp4", ".webm", ".gif")
 READABLE = "mp4, mov, mkv, webm, avi or gif"
 FIX_OUTPUT = "choose another -o"

@@ -7,61 +7,25 @@ user owns was changed. Most cases call `dreamvid.cli.main` in-process; a few run
 from __future__ import annotations
 
 import hashlib
-import io
 import json
-import shutil
 import subprocess
 import sys
-from contextlib import redirect_stderr, redirect_stdout
-from dataclasses import dataclass
 from pathlib import Path
 
 import av
 import numpy as np
 import pytest
 
+from conftest import TINY, copy_run
+from dreamvid.cache import minimum_frames
 from dreamvid.cli import main
 from dreamvid.errors import UsageError
-from dreamvid.training import minimum_frames
 from synthetic import (make_video, write_audio, write_frameless_video, write_solid_video, write_timed_video)
 
-TINY = ["--preset", "tiny", "--vae-epochs", "1", "--rnn-epochs", "1", "--quiet"]
 TINY_MIN_FRAMES = minimum_frames(8)  # the tiny preset's RNN window is 8 frames
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-
-
-@dataclass
-class TrainedRun:
-    path: Path
-    clip: Path
-    code: int
-    stdout: str
-    stderr: str
-
-
-_TRAINED: dict[str, TrainedRun] = {}
-
-
-@pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory) -> TrainedRun:
-    """One tiny run trained through the CLI, once per session (tests/test_cli.py shares it). Read-only:
-    a test that damages a run works on `copy_run(...)`."""
-    if "run" not in _TRAINED:
-        root = tmp_path_factory.mktemp("tiny_run")
-        clip = make_video(root / "clip.mp4", n_frames=80, width=48, height=48)
-        out, err = io.StringIO(), io.StringIO()
-        with redirect_stdout(out), redirect_stderr(err):
-            code = main(["train", str(clip), "-o", str(root / "run"), *TINY])
-        _TRAINED["run"] = TrainedRun(root / "run", clip, code, out.getvalue(), err.getvalue())
-    run = _TRAINED["run"]
-    assert run.code == 0, run.stderr
-    return run
-
-
-def copy_run(run: TrainedRun, tmp_path: Path) -> Path:
-    return Path(shutil.copytree(run.path, tmp_path / "run_copy"))
 
 
 def cli(capsys, *argv: str | Path) -> tuple[int, str, str]:
@@ -242,8 +206,8 @@ def test_foreign_config_json(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("damage", ["truncate", "overwrite"])
-def test_damaged_safetensors(tiny_run, tmp_path, capsys, damage):
-    run = copy_run(tiny_run, tmp_path)
+def test_damaged_safetensors(cli_run, tmp_path, capsys, damage):
+    run = copy_run(cli_run, tmp_path)
     weights = run / "vae.safetensors"
     data = weights.read_bytes()
     if damage == "truncate":
@@ -256,8 +220,8 @@ def test_damaged_safetensors(tiny_run, tmp_path, capsys, damage):
     assert not out_video.exists()
 
 
-def test_missing_rnn_weights(tiny_run, tmp_path, capsys):
-    run = copy_run(tiny_run, tmp_path)
+def test_missing_rnn_weights(cli_run, tmp_path, capsys):
+    run = copy_run(cli_run, tmp_path)
     (run / "rnn.safetensors").unlink()
     code, _, err = cli(capsys, "dream", run, "--frames", "10", "--quiet")
     assert_error(code, err, 1, "not finished training", "--resume")
@@ -268,13 +232,17 @@ def test_missing_rnn_weights(tiny_run, tmp_path, capsys):
     ({"format": 99}, ("format 99", "retrain")),
     ({"vae": {"z_dim": 16}}, ("vae.safetensors", "does not fit", "another preset or version", "train it again")),
     ({"rnn": {"decode_spread": 2}}, ("not a readable dreamvid config", "decode_spread must be from 0 to 1")),
-    ({"rnn": {"cell": "rwkv"}}, ("not a readable dreamvid config", "rnn.cell must be one of lstm, gru")),
-    ({"rnn": {"cell": "transformer", "hidden": 30}}, ("not a readable dreamvid config", "divisible by 4")),
-    ({"rnn": {"cell": "gru"}}, ("rnn.safetensors", "does not fit")),
-    ({"rnn": {"cell": "transformer"}}, ("rnn.safetensors", "does not fit")),
+    ({"rnn": {"cell": "rwkv"}}, ("not a readable dreamvid config", "rnn.cell must be one of lstm, lnlstm")),
+    ({"rnn": {"cell": "lnlstm"}}, ("rnn.safetensors", "does not fit")),
+    # Settings of 0.1.0 that 0.2.0 retired: a non-default value names the version that had it.
+    ({"vae": {"grid": 8}}, ("config.json sets vae.grid = 8, a setting of dreamvid 0.1.0 (git tag lab-2026-12-02) "
+                            "that this version (0.2.0) retired; retrain the run with this version, or dream it "
+                            "with dreamvid 0.1.0",)),
+    ({"rnn": {"cell": "gru"}}, ('sets rnn.cell = "gru"', "dreamvid 0.1.0", "retired")),
+    ({"rnn": {"input_noise": 0.05}}, ("sets rnn.input_noise = 0.05", "dreamvid 0.1.0", "retired")),
 ])
-def test_run_from_another_preset_or_version(tiny_run, tmp_path, capsys, edit, words):
-    run = copy_run(tiny_run, tmp_path)
+def test_run_from_another_preset_or_version(cli_run, tmp_path, capsys, edit, words):
+    run = copy_run(cli_run, tmp_path)
     config = json.loads((run / "config.json").read_text())
     for key, value in edit.items():
         config[key] = {**config[key], **value} if isinstance(value, dict) else value
@@ -289,36 +257,36 @@ def test_run_from_another_preset_or_version(tiny_run, tmp_path, capsys, edit, wo
 
 
 @pytest.mark.parametrize("temperature", ["0", "-1"])
-def test_temperature_must_be_positive(tiny_run, tmp_path, capsys, temperature):
+def test_temperature_must_be_positive(cli_run, tmp_path, capsys, temperature):
     out_video = tmp_path / "dream.mp4"
-    code, _, err = cli(capsys, "dream", tiny_run.path, "-o", out_video, "--temperature", temperature, "--quiet")
+    code, _, err = cli(capsys, "dream", cli_run.path, "-o", out_video, "--temperature", temperature, "--quiet")
     assert_error(code, err, 2, "temperature must be positive", "--temperature 1.0")
     assert not out_video.exists()
 
 
 @pytest.mark.parametrize("frames", ["-5", "0"])
-def test_frames_must_be_positive(tiny_run, tmp_path, capsys, frames):
+def test_frames_must_be_positive(cli_run, tmp_path, capsys, frames):
     out_video = tmp_path / "dream.mp4"
-    code, _, err = cli(capsys, "dream", tiny_run.path, "-o", out_video, "--frames", frames, "--quiet")
+    code, _, err = cli(capsys, "dream", cli_run.path, "-o", out_video, "--frames", frames, "--quiet")
     assert_error(code, err, 2, "frames", f"got {frames}")
     assert not out_video.exists()
 
 
-def test_unwritable_output_path(tiny_run, tmp_path, capsys):
+def test_unwritable_output_path(cli_run, tmp_path, capsys):
     blocker = tmp_path / "taxes.pdf"  # a file where a folder should be: unwritable even for root
     blocker.write_bytes(b"%PDF-1.4 precious")
-    code, _, err = cli(capsys, "dream", tiny_run.path, "-o", blocker / "dream.mp4", "--frames", "5", "--quiet")
+    code, _, err = cli(capsys, "dream", cli_run.path, "-o", blocker / "dream.mp4", "--frames", "5", "--quiet")
     assert_error(code, err, 1, "cannot write", "taxes.pdf", "choose another -o")
-    code, _, err = cli(capsys, *train_into(tmp_path, tiny_run.clip)[:2], "-o", blocker / "run", *TINY)
+    code, _, err = cli(capsys, *train_into(tmp_path, cli_run.clip)[:2], "-o", blocker / "run", *TINY)
     assert_error(code, err, 1, "cannot create run folder", "choose a writable -o")
     assert blocker.read_bytes() == b"%PDF-1.4 precious"
 
 
-def test_existing_output_refused_then_replaced_with_force(tiny_run, tmp_path, capsys):
+def test_existing_output_refused_then_replaced_with_force(cli_run, tmp_path, capsys):
     target = tmp_path / "keep.mp4"
     make_video(target, n_frames=3, width=32, height=32)
     before = target.read_bytes()
-    args = ("dream", tiny_run.path, "-o", target, "--frames", "12", "--quiet")
+    args = ("dream", cli_run.path, "-o", target, "--frames", "12", "--quiet")
     code, _, err = cli(capsys, *args)
     assert_error(code, err, 2, "keep.mp4", "exists", "--force")
     assert target.read_bytes() == before
@@ -330,13 +298,13 @@ def test_existing_output_refused_then_replaced_with_force(tiny_run, tmp_path, ca
     assert [p.name for p in tmp_path.iterdir()] == ["keep.mp4"]
 
 
-def test_existing_png_frames_refused_then_replaced_keeping_other_files(tiny_run, tmp_path, capsys):
+def test_existing_png_frames_refused_then_replaced_keeping_other_files(cli_run, tmp_path, capsys):
     folder = tmp_path / "frames"
     folder.mkdir()
     (folder / "frame_000000.png").write_bytes(b"old frame")
     (folder / "README.txt").write_text("mine")
     before = snapshot(folder)
-    args = ("dream", tiny_run.path, "-o", folder, "--frames", "4", "--quiet")
+    args = ("dream", cli_run.path, "-o", folder, "--frames", "4", "--quiet")
     code, _, err = cli(capsys, *args)
     assert_error(code, err, 2, "frame_*.png", "--force")
     assert snapshot(folder) == before
@@ -348,7 +316,7 @@ def test_existing_png_frames_refused_then_replaced_keeping_other_files(tiny_run,
 
     notes = tmp_path / "notes"  # a suffix-less file is not a PNG folder to write into
     notes.write_text("mine too")
-    code, _, err = cli(capsys, "dream", tiny_run.path, "-o", notes, "--frames", "4", "--quiet", "--force")
+    code, _, err = cli(capsys, "dream", cli_run.path, "-o", notes, "--frames", "4", "--quiet", "--force")
     assert_error(code, err, 2, "is a file, not a folder")
     assert notes.read_text() == "mine too"
 
@@ -365,21 +333,21 @@ def test_resume_on_a_non_run(tmp_path, capsys):
     assert list(empty.iterdir()) == [] and not (tmp_path / "missing").exists()
 
 
-def test_train_into_an_existing_run_is_refused(tiny_run, tmp_path, capsys):
-    run = copy_run(tiny_run, tmp_path)
+def test_train_into_an_existing_run_is_refused(cli_run, tmp_path, capsys):
+    run = copy_run(cli_run, tmp_path)
     before = snapshot(run)
-    code, _, err = cli(capsys, "train", tiny_run.clip, "-o", run, *TINY)
+    code, _, err = cli(capsys, "train", cli_run.clip, "-o", run, *TINY)
     assert_error(code, err, 2, "already holds a run", "--resume", "--force")
     assert snapshot(run) == before
 
 
-def test_force_with_a_bad_source_keeps_the_run(tiny_run, tmp_path, capsys):
+def test_force_with_a_bad_source_keeps_the_run(cli_run, tmp_path, capsys):
     """A typo in SOURCE must not cost the run that --force would replace: sources are checked first."""
-    run = copy_run(tiny_run, tmp_path)
+    run = copy_run(cli_run, tmp_path)
     before = snapshot(run)
     code, _, err = cli(capsys, "train", tmp_path / "typo.mp4", "-o", run, *TINY, "--force")
     assert_error(code, err, 2, "typo.mp4", "does not exist")
-    code, _, err = cli(capsys, "train", tiny_run.clip, "-o", run, *TINY, "--force", "--size", "48")
+    code, _, err = cli(capsys, "train", cli_run.clip, "-o", run, *TINY, "--force", "--size", "48")
     assert_error(code, err, 2, "--size 48", "use one of")
     assert snapshot(run) == before
 
@@ -408,8 +376,8 @@ def test_process_failure_exits_1_without_traceback(tmp_path):
     assert done.stdout == ""
 
 
-def test_process_usage_error_exits_2_without_traceback(tiny_run, tmp_path):
-    done = _dreamvid("dream", tiny_run.path, "-o", tmp_path / "d.mp4", "--temperature", "0", cwd=tmp_path)
+def test_process_usage_error_exits_2_without_traceback(cli_run, tmp_path):
+    done = _dreamvid("dream", cli_run.path, "-o", tmp_path / "d.mp4", "--temperature", "0", cwd=tmp_path)
     assert_error(done.returncode, done.stderr, 2, "temperature must be positive")
     assert not (tmp_path / "d.mp4").exists()
 

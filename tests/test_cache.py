@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import dreamvid.cache as cache_module
-from dreamvid.cache import FrameCache, Sequence, build_cache
+from dreamvid.cache import FrameCache, Sequence, build_cache, held_out_length, minimum_frames
 from dreamvid.errors import DreamvidError
 from synthetic import make_video
 
@@ -124,3 +124,11 @@ def test_damaged_cache_is_reported_with_a_fix(tmp_path, clips):
         FrameCache.open(rebuilt.directory)
     with pytest.raises(DreamvidError, match="not a frame cache"):
         FrameCache.open(tmp_path / "nowhere")
+
+
+def test_minimum_frames_leaves_a_full_window_and_a_held_out_tail():
+    for window in (8, 32, 50):
+        n = minimum_frames(window)
+        assert n - held_out_length(n) >= window + 1 and held_out_length(n) >= 2
+        assert (n - 1) - held_out_length(n - 1) < window + 1 or held_out_length(n - 1) < 2
+    assert [held_out_length(n) for n in (1, 9, 10, 11, 30, 31)] == [1, 1, 1, 2, 3, 4]

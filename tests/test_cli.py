@@ -10,10 +10,9 @@ from pathlib import Path
 import av
 import pytest
 
-from dreamvid.cli import PRESET_NAMES, VERBS, main
-from dreamvid.config import PRESETS
+from dreamvid.cli import VERBS, build_parser, main
+from dreamvid.config import CROPS, PRESETS
 from dreamvid.video import default_upscale
-from test_bad_input import tiny_run  # noqa: F401  (the session's one trained tiny run)
 
 ONE_LINE_USAGE_ERROR = re.compile(r"^dreamvid( \w+)?: error: .+ \(see dreamvid( \w+)? --help\)$")
 
@@ -48,8 +47,11 @@ def test_each_verb_has_help(capsys, verb):
     assert out.startswith(f"usage: dreamvid {verb}")
 
 
-def test_presets_offered_are_the_presets_that_exist():
-    assert set(PRESET_NAMES) == set(PRESETS) and len(PRESET_NAMES) == len(PRESETS)
+def test_choices_offered_are_the_ones_config_defines():
+    verbs = next(action for action in build_parser()._actions if action.dest == "verb").choices
+    options = {(verb, action.dest): action.choices for verb in ("train", "demo") for action in verbs[verb]._actions}
+    assert list(options["train", "preset"]) == list(options["demo", "preset"]) == list(PRESETS)
+    assert list(options["train", "crop"]) == list(CROPS)
 
 
 # ---------------------------------------------------------------------------------------------- argparse errors
@@ -110,14 +112,14 @@ def _read_back(path: Path) -> tuple[int, int, int]:
     return len(frames), frames[0].width, frames[0].height
 
 
-def test_train_then_dream_every_format(tiny_run, tmp_path, capsys):  # noqa: F811
+def test_train_then_dream_every_format(cli_run, tmp_path, capsys):
     # training went through `dreamvid train` in the fixture
-    assert f"trained {tiny_run.path}" in tiny_run.stdout and "Traceback" not in tiny_run.stderr
+    assert f"trained {cli_run.path}" in cli_run.stdout and "Traceback" not in cli_run.stderr
     side = 32 * default_upscale(32)  # the tiny preset's 32 px frames, upscaled so the short side is >= 256
     assert side >= 256
     for name in ("dream.mp4", "dream.webm", "dream.gif", "frames"):
         target = tmp_path / name
-        code = main(["dream", str(tiny_run.path), "--frames", "30", "-o", str(target), "--quiet"])
+        code = main(["dream", str(cli_run.path), "--frames", "30", "-o", str(target), "--quiet"])
         out, err = capsys.readouterr()
         assert code == 0, err
         assert "Traceback" not in err
@@ -125,7 +127,7 @@ def test_train_then_dream_every_format(tiny_run, tmp_path, capsys):  # noqa: F81
         assert _read_back(target) == (30, side, side), name
     assert sorted(p.name for p in (tmp_path / "frames").iterdir()) == [f"frame_{i:06d}.png" for i in range(30)]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dream.gif", "dream.mp4", "dream.webm", "frames"]
-    code = main(["dream", str(tiny_run.path), "--frames", "12", "--reproject", "-o", str(tmp_path / "r.mp4"),
+    code = main(["dream", str(cli_run.path), "--frames", "12", "--reproject", "-o", str(tmp_path / "r.mp4"),
                  "--quiet"])
     out, err = capsys.readouterr()
     assert code == 0 and "Traceback" not in err and _read_back(tmp_path / "r.mp4") == (12, side, side)

@@ -1,0 +1,125 @@
+"""dreamvid.dreaming: loading a run, dreaming it (lazily, reproducibly, primed, steered), saving the dream."""
+from __future__ import annotations
+
+import json
+import os
+
+import av
+import numpy as np
+import psutil
+import pytest
+import torch
+
+import dreamvid
+from conftest import old_style_config
+from dreamvid.cli import main
+from dreamvid.config import make_config
+from dreamvid.models import build_rnn, build_vae
+from dreamvid.rundir import RunDir
+
+
+@pytest.fixture(scope="module")
+def dreamer(cli_run):
+    return dreamvid.load(cli_run.path, device="cpu")
+
+
+def test_loaded_run_dreams_identically_for_a_seed_and_differently_across_seeds(cli_run):
+    a = np.stack(list(dreamvid.load(cli_run.path, device="cpu").dream(frames=20, seed=3)))
+    b = np.stack(list(dreamvid.load(cli_run.path, device="cpu").dream(frames=20, seed=3)))
+    c = np.stack(list(dreamvid.load(cli_run.path, device="cpu").dream(frames=20, seed=4)))
+    assert a.shape == (20, 32, 32, 3) and a.dtype == np.uint8
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_stream_and_session_controls(dreamer):
+    stream = dreamer.stream(temperature=1.0, seed=0)
+    frames = [next(stream) for _ in range(40)]
+    assert all(f.shape == (32, 32, 3) for f in frames)
+    session = dreamer.session(seed=1, frame_index=5)
+    session.temperature = 0.3
+    first = session.next_frames(6)
+    session.reseed(seed=1, frame_index=5)
+    assert np.array_equal(first, session.next_frames(6))
+    with pytest.raises(dreamvid.UsageError):
+        session.temperature = 0
+
+
+def test_long_streamed_dream_keeps_memory_flat(dreamer):
+    process = psutil.Process(os.getpid())
+    dream = dreamer.dream(frames=12000, seed=0)
+    rss = []
+    for index, batch in enumerate(dream.batches()):
+        if index in (20, len(dream) // 64 - 1):
+            rss.append(process.memory_info().rss)
+    assert rss[1] - rss[0] < 20 * 2 ** 20, f"RSS grew {(rss[1] - rss[0]) / 2 ** 20:.1f} MB over 10,000 frames"
+
+
+def test_dream_saves_h264_with_the_default_upscale(dreamer, tmp_path):
+    path = dreamer.dream(frames=12, seed=0).save(tmp_path / "dream.mp4", progress=False)
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        frames = list(container.decode(stream))
+    assert len(frames) == 12 and frames[0].width == 256 and stream.codec_context.name == "h264"
+    assert stream.codec_context.pix_fmt == "yuv420p"
+
+
+def test_dream_can_be_primed_by_a_clip_or_a_source_frame(cli_run, dreamer, tmp_path):
+    by_clip = np.stack(list(dreamer.dream(frames=10, seed=0, prime=cli_run.clip)))
+    by_frame = np.stack(list(dreamer.dream(frames=10, seed=0, prime_frame=40)))
+    by_other_frame = np.stack(list(dreamer.dream(frames=10, seed=0, prime_frame=5)))
+    assert by_clip.shape == by_frame.shape == (10, 32, 32, 3)
+    assert not np.array_equal(by_frame, by_other_frame)
+    assert main(["dream", str(cli_run.path), "--frames", "8", "--prime", str(cli_run.clip), "-o",
+                 str(tmp_path / "p.mp4"), "--quiet", "--device", "cpu"]) == 0
+    assert main(["dream", str(cli_run.path), "--frames", "8", "--prime-frame", "100000", "-o",
+                 str(tmp_path / "q.mp4"), "--quiet"]) == 2
+
+
+def test_a_runs_decode_spread_changes_its_frames_not_its_course(cli_run):
+    dreamer = dreamvid.load(cli_run.path, device="cpu")
+    shown = {}
+    for spread in (1.0, 0.0):
+        dreamer.config.rnn.decode_spread = spread
+        session = dreamer.session(seed=3)
+        shown[spread] = (session.next_frames(16), session.z.clone())
+    assert torch.equal(shown[1.0][1], shown[0.0][1])
+    assert not np.array_equal(shown[1.0][0], shown[0.0][0])
+
+
+def test_a_reprojected_dream_feeds_back_the_vaes_own_latents(cli_run):
+    dreamer = dreamvid.load(cli_run.path, device="cpu")
+    seen = []
+    real = dreamer.reproject
+
+    def recording(z: torch.Tensor) -> torch.Tensor:
+        seen.append((z, real(z)))
+        return seen[-1][1]
+
+    dreamer.reproject = recording
+    session = dreamer.session(seed=3, reproject=True)
+    frames = session.next_frames(12)
+    assert len(seen) == 12
+    assert torch.equal(session.z, seen[-1][1])  # what is fed back is the re-projection of the sample
+    torch.testing.assert_close(seen[-1][1], dreamer.vae.encode(dreamer.vae.decode(seen[-1][0]))[0])
+    plain = dreamer.session(seed=3).next_frames(12)
+    assert frames.shape == plain.shape and not np.array_equal(frames, plain)
+
+
+@pytest.mark.parametrize("preset", ["default", "worldmodels", "classic"])
+def test_a_run_written_by_0_1_0_loads_and_dreams(tmp_path, preset):
+    # What dreamvid 0.1.0 left in a run folder: config.json with every retired field at its default, and weights
+    # under the names it gave them (tests/test_models.py checks those names against 0.1.0's).
+    config = make_config(preset, fps=10)
+    run = RunDir(tmp_path / "run").create()
+    run.config_path.write_text(json.dumps(old_style_config(config)))
+    vae = build_vae(config.vae)
+    run.save_weights("vae", vae)
+    run.save_weights("rnn", build_rnn(config.rnn, vae.latent_shape))
+    mu = torch.randn(60, config.vae.z_dim)
+    run.save_latents({"mu": mu, "logvar": torch.zeros_like(mu), "sequences": torch.tensor([[0, 60]]),
+                      "train": torch.tensor([[0, 54]]), "val": torch.tensor([[54, 60]])})
+    dreamer = dreamvid.load(run.path, device="cpu")
+    assert dreamer.config.rnn == config.rnn and dreamer.config.version == "0.1.0"
+    frames = np.stack(list(dreamer.dream(frames=4, seed=0)))
+    assert frames.shape == (4, config.vae.size, config.vae.size, 3)

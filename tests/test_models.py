@@ -1,0 +1,145 @@
+"""dreamvid.models: shapes, losses, stepping, sampling, and the weight names run folders hold."""
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+import torch
+
+from dreamvid.config import PRESETS, RNNConfig, VAEConfig
+from dreamvid.models import build_rnn, build_vae, gaussian_kl
+
+# sha256 of the sorted (weight name, shape) pairs of each preset's models in dreamvid 0.1.0 (git tag
+# lab-2026-12-02): a run trained there loads here only if these stay the same.
+WEIGHTS_0_1_0 = {"default": ("d43308c780af720f", "933218349cd590eb"),
+                 "worldmodels": ("d43308c780af720f", "0f51135ef99a616f"),
+                 "classic": ("ba7e5d443b01ccf7", "cfc24cdcc15ea99f")}
+
+
+def _names_and_shapes(module: torch.nn.Module) -> str:
+    pairs = sorted((name, list(value.shape)) for name, value in module.state_dict().items())
+    return hashlib.sha256(json.dumps(pairs).encode()).hexdigest()[:16]
+
+
+@pytest.mark.parametrize("preset", list(WEIGHTS_0_1_0))
+def test_weight_names_and_shapes_are_those_of_0_1_0(preset):
+    config = PRESETS[preset]()
+    vae = build_vae(config.vae)
+    rnn = build_rnn(config.rnn, vae.latent_shape)
+    assert (_names_and_shapes(vae), _names_and_shapes(rnn)) == WEIGHTS_0_1_0[preset]
+    assert any(name.startswith(f"{config.rnn.cell}.") for name in rnn.state_dict())
+
+
+@pytest.mark.parametrize("size", [32, 64, 128, 256])
+def test_conv_vae_shapes_at_every_size(size):
+    vae = build_vae(VAEConfig(size=size, z_dim=16, channels=(8, 8, 8, 8)))
+    images = torch.rand(2, 3, size, size)
+    logits, mu, logvar = vae(images)
+    assert logits.shape == images.shape and mu.shape == logvar.shape == (2, *vae.latent_shape) == (2, 16)
+    assert vae.decode(mu).shape == images.shape
+
+
+def test_dense_vae_and_both_rnns_shapes():
+    config = PRESETS["classic"]()
+    vae = build_vae(config.vae)
+    logits, mu, _ = vae(torch.rand(2, 3, 128, 128))
+    assert logits.shape == (2, 3, 128, 128) and mu.shape == (2, 64)
+    for rnn_config in (RNNConfig(kind="mdn", hidden=16, gaussians=5), RNNConfig(kind="regression", hidden=16,
+                                                                                  layers=2, feed_noise=0.1)):
+        rnn = build_rnn(rnn_config, 6)
+        params, _ = rnn(torch.randn(3, 7, 6))
+        assert rnn.nll(params, torch.randn(3, 7, 6)).shape == (3, 7)
+        assert rnn.mean(params).shape == rnn.sample(params, 1.0).shape == (3, 7, 6)
+
+
+@pytest.mark.parametrize("reconstruction", ["mse", "bce"])
+def test_vae_loss_is_the_reconstruction_plus_the_kl_above_free_bits(reconstruction):
+    vae = build_vae(VAEConfig(size=32, z_dim=4, channels=(8, 8, 8), free_bits=0.5, reconstruction=reconstruction))
+    images = torch.rand(2, 3, 32, 32)
+    total, parts = vae.loss(images, torch.Generator().manual_seed(0))
+    logits, mu, logvar = vae(images, torch.Generator().manual_seed(0))
+    kl = gaussian_kl(mu, logvar).sum(1).mean()
+    torch.testing.assert_close(parts["kl"], kl)
+    torch.testing.assert_close(total, vae.reconstruction_loss(images, logits) + torch.clamp(kl, min=0.5 * 4))
+    assert vae.reconstruction_loss(images, torch.logit(images.clamp(1e-4, 1 - 1e-4))) < \
+        vae.reconstruction_loss(images, torch.zeros_like(images))
+
+
+def test_rnn_loss_and_held_out_nll_score_each_next_latent():
+    torch.manual_seed(0)
+    rnn = build_rnn(RNNConfig(kind="mdn", hidden=16, gaussians=3), 4).eval()
+    latents = torch.randn(10, 4)
+    params, _ = rnn(latents[None, :-1])
+    per_step = rnn.nll(params, latents[None, 1:])[0]
+    torch.testing.assert_close(rnn.loss(latents[None, :-1], latents[None, 1:]), per_step.mean())
+    torch.testing.assert_close(rnn.sequence_nll(latents, 6), per_step[5:])  # latents 6-9, each from all before
+
+
+@pytest.mark.parametrize("cell", ["lstm", "lnlstm"])
+def test_single_steps_match_the_sequence_forward(cell):
+    # Dreaming runs one step at a time; training and validation run the whole module over a sequence.
+    torch.manual_seed(0)
+    rnn = build_rnn(RNNConfig(kind="mdn", cell=cell, hidden=16, layers=2, gaussians=3, seq_len=4), 5).eval()
+    z = torch.randn(2, 9, 5)
+    whole, _ = rnn(z)
+    state, steps = None, []
+    for t in range(z.shape[1]):
+        params, state = rnn.step(z[:, t], state)
+        steps.append(params)
+    for index, part in enumerate(whole):
+        torch.testing.assert_close(torch.stack([p[index] for p in steps], 1), part)
+
+
+def test_rnn_dropout_masks_only_while_training_and_repeats_for_a_generator():
+    rnn = build_rnn(RNNConfig(kind="mdn", hidden=32, gaussians=3, dropout=0.5), 4)
+    z = torch.randn(3, 6, 4)
+    rnn.train()
+    first, again = (rnn(z, generator=torch.Generator().manual_seed(7))[0][1] for _ in range(2))
+    other = rnn(z, generator=torch.Generator().manual_seed(8))[0][1]
+    assert torch.equal(first, again) and not torch.equal(first, other)
+    rnn.eval()
+    assert torch.equal(rnn(z)[0][1], rnn(z, generator=torch.Generator().manual_seed(8))[0][1])
+    assert not torch.equal(rnn(z)[0][1], first)
+
+
+def test_mdn_temperature_shrinks_and_widens_the_spread():
+    torch.manual_seed(0)
+    rnn = build_rnn(RNNConfig(kind="mdn", hidden=16, gaussians=5), 4)
+    params, _ = rnn.step(torch.zeros(1, 4))
+    params = tuple(p.expand(4000, *p.shape[1:]) for p in params)
+    spread = [rnn.sample(params, t, torch.Generator().manual_seed(1)).std(0).mean().item() for t in (0.1, 1.0, 2.0)]
+    assert spread[0] < spread[1] < spread[2]
+
+
+def test_decode_spread_changes_what_is_shown_never_what_is_fed_back():
+    torch.manual_seed(0)
+    for config in (RNNConfig(kind="mdn", hidden=16, gaussians=3), RNNConfig(kind="regression", feed_noise=0.1)):
+        rnn = build_rnn(config, 4)
+        z = torch.randn(2, 4)
+        shown = {}
+        for spread in (1.0, 0.5, 0.0):
+            shown[spread], last, _ = rnn.rollout(z, None, 12, 1.0, torch.Generator().manual_seed(3), spread)
+            assert torch.equal(last, shown[1.0][:, -1])  # the fed-back sample, whatever the frames show
+        assert not torch.allclose(shown[1.0], shown[0.0])
+        torch.testing.assert_close(shown[0.5], (shown[1.0] + shown[0.0]) / 2)
+        # With spread 0 each frame is the point its sample was drawn around: for the regression RNN, the
+        # prediction from the fed-back history, with none of the feed noise.
+        if config.kind == "regression":
+            fed = torch.cat([z[:, None], shown[1.0][:, :-1]], 1)
+            torch.testing.assert_close(shown[0.0], rnn(fed)[0][0])
+
+
+def test_rollout_feeds_back_and_shows_what_feedback_makes_of_each_sample():
+    torch.manual_seed(0)
+    rnn = build_rnn(RNNConfig(kind="regression", feed_noise=0.1), 4)
+    z = torch.randn(2, 4)
+    halve = lambda sample: sample / 2  # noqa: E731
+    plain, _, _ = rnn.rollout(z, None, 10, 1.0, torch.Generator().manual_seed(3))
+    shown, last, _ = rnn.rollout(z, None, 10, 1.0, torch.Generator().manual_seed(3), feedback=halve)
+    centers, _, _ = rnn.rollout(z, None, 10, 1.0, torch.Generator().manual_seed(3), 0.0, feedback=halve)
+    assert torch.equal(last, shown[:, -1])
+    torch.testing.assert_close(shown[:, 0], plain[:, 0] / 2)  # the first sample comes from the same history
+    assert not torch.allclose(shown[:, 1:], plain[:, 1:] / 2)  # later ones follow the halved history
+    fed = torch.cat([z[:, None], shown[:, :-1]], 1)
+    torch.testing.assert_close(centers, rnn(fed)[0][0])
