@@ -16,7 +16,6 @@ from pathlib import Path
 import torch
 
 from common import machine, peak_rss_mb
-from dreamvid import checkpoint
 from dreamvid.config import make_config
 from dreamvid.dreaming import load
 from dreamvid.rundir import RunDir
@@ -25,14 +24,14 @@ from dreamvid.models import build_rnn, build_vae
 
 def make_untrained_run(directory: Path, preset: str, size: int, fps: float = 15) -> Path:
     config = make_config(preset, size=size, fps=fps)
-    RunDir(directory).write_config(config)
-    checkpoint.save_tensors(directory / "vae.safetensors", build_vae(config.vae).state_dict())
-    checkpoint.save_tensors(directory / "rnn.safetensors", build_rnn(config.rnn, config.vae.z_dim).state_dict())
-    latents = torch.randn(200, config.vae.z_dim)
-    bounds = torch.tensor([[0, 200]])
-    checkpoint.save_tensors(directory / "latents.safetensors", {
-        "mu": latents, "logvar": torch.zeros_like(latents), "sequences": bounds, "train": torch.tensor([[0, 180]]),
-        "val": torch.tensor([[180, 200]])})
+    run = RunDir(directory)
+    run.write_config(config)
+    vae = build_vae(config.vae)
+    run.save_weights("vae", vae)
+    run.save_weights("rnn", build_rnn(config.rnn, vae.latent_shape))
+    latents = torch.randn(200, *vae.latent_shape)
+    run.save_latents({"mu": latents, "logvar": torch.zeros_like(latents), "sequences": torch.tensor([[0, 200]]),
+                      "train": torch.tensor([[0, 180]]), "val": torch.tensor([[180, 200]])})
     return directory
 
 
@@ -52,7 +51,7 @@ def main() -> None:
         sampling = "RNN sampling" + (" re-projected" if args.reproject else "")
         for name, work in ((sampling, lambda: dreamer.session(seed=0, reproject=args.reproject)
                             .next_latents(args.frames)),
-                           ("VAE decoding", lambda: [dreamer.decode(torch.randn(64, dreamer.config.vae.z_dim))
+                           ("VAE decoding", lambda: [dreamer.decode(torch.randn(64, *dreamer.vae.latent_shape))
                                                      for _ in range(args.frames // 64)])):
             started = time.perf_counter()
             work()

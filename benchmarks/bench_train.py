@@ -11,7 +11,7 @@ import torch
 
 from common import machine, median_rate
 from dreamvid.config import make_config
-from dreamvid.device import fast_bf16, place, resolve_device
+from dreamvid.device import fast_bf16, place, resolve_device, uses_channels_last
 from dreamvid.models import build_rnn, build_vae, frames_to_tensor
 from dreamvid.training import rnn_train_step, vae_train_step
 
@@ -22,7 +22,7 @@ def vae_rate(preset: str, size: int, device: torch.device, bf16: bool, batch: in
     optimizer = torch.optim.Adam(vae.parameters(), lr=config.vae.lr)
     frames = torch.randint(0, 256, (batch, size, size, 3), dtype=torch.uint8)
     images = frames_to_tensor(frames, device)
-    if device.type == "cpu" and config.vae.kind == "conv":
+    if uses_channels_last(vae, device):
         images = images.contiguous(memory_format=torch.channels_last)
 
     def work() -> int:
@@ -36,10 +36,11 @@ def vae_rate(preset: str, size: int, device: torch.device, bf16: bool, batch: in
 
 def rnn_rate(preset: str, device: torch.device, steps: int) -> float:
     config = make_config(preset)
-    rnn = build_rnn(config.rnn, config.vae.z_dim).to(device)
+    latent_shape = build_vae(config.vae).latent_shape
+    rnn = build_rnn(config.rnn, latent_shape).to(device)
     optimizer = torch.optim.Adam(rnn.parameters(), lr=config.rnn.lr)
     batch, seq = config.train.rnn_batch_size, config.rnn.seq_len
-    window = torch.randn(batch, seq + 1, config.vae.z_dim, device=device)
+    window = torch.randn(batch, seq + 1, *latent_shape, device=device)
 
     def work() -> int:
         for _ in range(steps):

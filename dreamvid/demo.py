@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import UsageError
+from .rundir import RunDir
 
 PREVIEW_FRAMES = 300
 
@@ -47,15 +48,14 @@ def demo(out: str | Path = "demo", *, minutes: float = 4.5, preset: str = "defau
     if force or not footage.is_file():
         footage.unlink(missing_ok=True)
         write_demo_footage(footage, n_frames=footage_frames, progress=progress)
-    run_dir = out / "run"
-    finished = (run_dir / "progress.json").is_file() and '"finished": true' in (run_dir / "progress.json").read_text()
-    if force or not finished:
-        resume = not force and (run_dir / "state" / "train_state.json").is_file()
-        train([footage], run_dir, preset=preset, minutes=minutes, resume=resume, force=force, progress=progress)
-    dreamer = load(run_dir)
+    run = RunDir(out / "run")
+    if force or not run.is_finished():
+        resume = not force and run.state_path.is_file()  # a demo stopped midway continues
+        train([footage], run.path, preset=preset, minutes=minutes, resume=resume, force=force, progress=progress)
+    dreamer = load(run.path)
     dream = dreamer.dream(seconds=dream_seconds, seed=0).save(out / "dream.mp4", force=True, progress=progress)
     preview = write_preview(dreamer, out / "preview.mp4", progress=progress)
-    return DemoResult(footage, run_dir, dream, preview)
+    return DemoResult(footage, run.path, dream, preview)
 
 
 def write_preview(dreamer, path: Path, frames: int = PREVIEW_FRAMES, progress: bool = True) -> Path:

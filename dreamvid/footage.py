@@ -255,8 +255,14 @@ def atari_frames(game: str = DEFAULT_GAME, n_frames: int = DEMO_FRAMES, seed: in
         raise UsageError(f"n_frames must be >= 0, got {n_frames}")
     if frame_skip < 1:
         raise UsageError(f"frame_skip must be >= 1, got {frame_skip}")
+    ale = _emulator(game, seed)
+    yield from _AtariPlay(ale, GAMES.get(game), np.random.default_rng(seed)).frames(n_frames, frame_skip)
+
+
+def _emulator(game: str, seed: int):
+    """ale-py's emulator with `game` loaded, seeded, without sticky actions, screen or sound."""
     try:
-        from ale_py import Action, ALEInterface, LoggerMode, roms
+        from ale_py import ALEInterface, LoggerMode, roms
     except ImportError as exc:  # pragma: no cover - ale-py is a dependency
         raise DreamvidError(f"Atari footage needs ale-py, which failed to import ({exc})",
                             "pip install ale-py") from exc
@@ -264,7 +270,6 @@ def atari_frames(game: str = DEFAULT_GAME, n_frames: int = DEMO_FRAMES, seed: in
     if game not in ids:
         raise UsageError(f"unknown Atari game {game!r}",
                          f"choose one of {', '.join(sorted(GAMES))} (or any of the {len(ids)} ROMs ale-py ships)")
-
     ALEInterface.setLoggerMode(LoggerMode.Error)
     ale = ALEInterface()
     ale.setInt("random_seed", int(seed) % (2**31))
@@ -273,40 +278,46 @@ def atari_frames(game: str = DEFAULT_GAME, n_frames: int = DEMO_FRAMES, seed: in
     ale.setBool("display_screen", False)
     ale.setBool("sound", False)
     ale.loadROM(roms.get_rom_path(game))
+    return ale
 
-    actions = {a.name: a for a in ale.getMinimalActionSet()}
-    rng = np.random.default_rng(seed)
-    spec = GAMES.get(game)
-    pool = spec is not None and spec.pool
 
-    def new_policy() -> Callable[[np.ndarray], str]:
-        return spec.policy(rng) if spec is not None else _random_policy(rng, list(actions))
+class _AtariPlay:
+    """A game played by its policy (or random legal actions), restarted with a new policy when it is over."""
 
-    def new_game() -> None:
-        ale.reset_game()
-        for _ in range(int(rng.integers(0, 31))):  # random no-op start: seeds differ from frame one
-            ale.act(Action.NOOP)
+    def __init__(self, ale, spec: _Game | None, rng: np.random.Generator):
+        self.ale, self.spec, self.rng = ale, spec, rng
+        self.actions = {a.name: a for a in ale.getMinimalActionSet()}
+        self.pool = spec is not None and spec.pool
+        self.policy = self._new_game()
 
-    new_game()
-    policy = new_policy()
-    screen = ale.getScreenRGB()
-    for _ in range(n_frames):
-        yield screen
-        name = policy(screen)
-        action = actions.get(name, Action.NOOP)
-        prev = None
+    def _new_game(self) -> Callable[[np.ndarray], str]:
+        from ale_py import Action
+        self.ale.reset_game()
+        for _ in range(int(self.rng.integers(0, 31))):  # random no-op start: seeds differ from frame one
+            self.ale.act(Action.NOOP)
+        return self.spec.policy(self.rng) if self.spec is not None else _random_policy(self.rng, list(self.actions))
+
+    def frames(self, n_frames: int, frame_skip: int) -> Iterator[np.ndarray]:
+        screen = self.ale.getScreenRGB()
+        for _ in range(n_frames):
+            yield screen
+            screen = self._advance(screen, frame_skip)
+
+    def _advance(self, screen: np.ndarray, frame_skip: int) -> np.ndarray:
+        """The screen `frame_skip` emulator frames on, the policy's action held for all of them."""
+        from ale_py import Action
+        action = self.actions.get(self.policy(screen), Action.NOOP)
+        previous = None
         for k in range(frame_skip):
-            if pool and k == frame_skip - 1:
-                prev = ale.getScreenRGB()
-            ale.act(action)
-            if ale.game_over():
-                new_game()
-                policy = new_policy()
-                prev = None
+            if self.pool and k == frame_skip - 1:
+                previous = self.ale.getScreenRGB()
+            self.ale.act(action)
+            if self.ale.game_over():
+                self.policy = self._new_game()
+                previous = None
                 break
-        screen = ale.getScreenRGB()
-        if prev is not None:
-            screen = np.maximum(screen, prev)
+        screen = self.ale.getScreenRGB()
+        return screen if previous is None else np.maximum(screen, previous)
 
 
 # --------------------------------------------------------------------------------------------------
