@@ -385,7 +385,7 @@ def _require_websocket_library() -> None:
     black, retrying, while plain HTTP works. Both are optional for uvicorn, so say so before starting."""
     if not any(importlib.util.find_spec(name) for name in ("websockets", "wsproto")):
         raise DreamvidError("the studio needs a WebSocket library for its live dream, and none is installed",
-                            "pip install websockets (a dependency of dreamvid: reinstall it with pip)")
+                            "install it: pip install websockets")
 
 
 def _check_port_free(host: str, port: int) -> None:
