@@ -9,7 +9,7 @@ from typing import Any, Callable, Iterator, Protocol
 import torch
 
 from .control import Budget, Cadence, Stop, StopRequest
-from .reporting import Reporter
+from .reporting import Meter, Reporter
 
 STAGES = ("vae", "encode", "rnn", "done")
 
@@ -93,7 +93,7 @@ class StageLoop:
         self.save(stage)
         stage.preview()
 
-    def _epochs(self, stage: Stage, meter) -> Stop:
+    def _epochs(self, stage: Stage, meter: Meter) -> Stop:
         while stage.epochs is None or self.state.epoch < stage.epochs:
             if self.budget.spent(stage.name):
                 return Stop.BUDGET
@@ -110,7 +110,7 @@ class StageLoop:
                 self.checkpoint(stage)
         return Stop.FINISHED
 
-    def _epoch(self, stage: Stage, meter) -> Stop:
+    def _epoch(self, stage: Stage, meter: Meter) -> Stop:
         epoch = self.state.epoch
         for step in range(self.state.step, stage.begin_epoch(epoch)):
             if self.stop:
