@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from dreamvid import evaluation as E
-from dreamvid import metrics as M
+from dreamvid.evaluation import metrics as M
 from dreamvid.footage import ATARI_FPS, atari_frames
 from dreamvid.video import square_frame
 from common import machine, peak_rss_mb

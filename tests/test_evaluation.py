@@ -1,5 +1,6 @@
-"""Evaluation: metric unit checks, the calibration ordering on real footage (a game and live action),
-reports, compare and the eval entry point's argument checks. No model is needed except in the last test."""
+"""Evaluation: scoring, flag ranges, the calibration ordering on real footage (a game and live action), the model
+metrics through their interface, reports, compare and the eval entry point. (The pure metric functions:
+test_metrics.py.) No trained model is needed except in the last test."""
 from __future__ import annotations
 
 import json
@@ -7,11 +8,13 @@ import json
 import cv2
 import numpy as np
 import pytest
+import torch
+import torch.nn.functional as F
 
 from dreamvid import evaluation as E
-from dreamvid import metrics as M
 from dreamvid.errors import UsageError
-from dreamvid.report import HEADLINE
+from dreamvid.evaluation import metrics as M
+from dreamvid.evaluation.report import HEADLINE
 from dreamvid.footage import atari_frames, packaged_clip
 from dreamvid.video import read_frames, square_frame
 from synthetic import moving_shapes
@@ -32,45 +35,7 @@ def shapes():
     return train, held, E.prepare_source(train, held, 24)
 
 
-# ---------------------------------------------------------------------------------------------- unit checks
-
-
-def test_psnr_ssim_identical_and_degraded():
-    frames = moving_shapes(6, SIZE, SIZE)
-    same = M.psnr_ssim(frames, frames.copy())
-    assert same["psnr"] == pytest.approx(100.0)  # identical frames: capped "infinite" PSNR
-    assert same["ssim"] == pytest.approx(1.0, abs=1e-4)
-    noisy = np.clip(frames.astype(np.int16) + np.random.default_rng(0).integers(-20, 21, frames.shape), 0, 255)
-    worse = M.psnr_ssim(noisy.astype(np.uint8), frames)
-    assert 15 < worse["psnr"] < 40 and worse["ssim"] < 0.95
-
-
-def test_wasserstein_and_js():
-    a = np.random.default_rng(0).normal(size=2000)
-    assert M.wasserstein(a, a) == pytest.approx(0.0)
-    assert M.wasserstein(a, a + 3.0) == pytest.approx(3.0, rel=1e-3)
-    assert M.js_divergence([1, 2, 3], [1, 2, 3]) == pytest.approx(0.0)
-    assert M.js_divergence([1, 0], [0, 1]) == pytest.approx(1.0)
-
-
-def test_nearest_matches_brute_force():
-    rng = np.random.default_rng(1)
-    q, b = rng.normal(size=(50, 12)).astype(np.float32), rng.normal(size=(300, 12)).astype(np.float32)
-    import torch
-
-    d, i = M.nearest(torch.from_numpy(q), torch.from_numpy(b), chunk=7)
-    brute = np.sqrt(((q[:, None] - b[None]) ** 2).mean(-1))
-    assert np.array_equal(i.numpy(), brute.argmin(1))
-    assert np.allclose(d.numpy(), brute.min(1), atol=1e-4)
-
-
-def test_kmeans_finds_separated_clusters():
-    import torch
-
-    rng = np.random.default_rng(0)
-    x = np.concatenate([rng.normal(0, 0.1, (100, 4)), rng.normal(5, 0.1, (100, 4))]).astype(np.float32)
-    c = M.kmeans(torch.from_numpy(x), k=2, seed=0)
-    assert sorted(np.round(c.numpy().mean(1)).tolist()) == [0.0, 5.0]
+# ---------------------------------------------------------------------------------------------- scoring
 
 
 def test_identical_video_is_a_full_copy(shapes):
@@ -130,18 +95,6 @@ def test_drift_sees_a_dream_that_fades_to_black(shapes):
     assert fade["max_ratio"] > 3 and fade["worst"] in ("brightness", "sharpness", "motion")
 
 
-def test_reference_dreams_shapes_and_determinism(shapes):
-    train, _, _ = shapes
-    refs = M.reference_dreams(train, 300, seed=1, fps=24)
-    assert set(refs) == set(M.REFERENCE_NAMES)
-    assert all(r.shape == (300, SIZE, SIZE, 3) and r.dtype == np.uint8 for r in refs.values())
-    assert np.array_equal(refs["replay"][:len(train)], train)  # replay loops the source
-    assert np.array_equal(refs["texture"], M.reference_dream("texture", train, 300, seed=1, fps=24))
-    assert len(np.unique(refs["frozen"].reshape(300, -1), axis=0)) == 1
-    with pytest.raises(ValueError):
-        M.reference_dream("nope", train, 10)
-
-
 def test_score_rejects_bad_input(shapes):
     _, _, src = shapes
     with pytest.raises(UsageError):
@@ -153,6 +106,24 @@ def test_score_rejects_bad_input(shapes):
 
 
 # ---------------------------------------------------------------------------------------------- calibration
+
+
+def test_flag_ranges_sit_halfway_to_the_defect_and_fall_back():
+    def cal(**values):  # {reference: {"group.name": value}} -> calibrate's shape
+        return {name: {"metrics": {k.split(".")[0]: {k.split(".")[1]: v} for k, v in numbers.items()}}
+                for name, numbers in values.items()}
+
+    shows = E.flag_ranges(cal(blurred={"realism.ratio": 5.0, "sharpness.ratio": 0.02}))
+    assert shows["realism.ratio"] == [None, 3.0]  # halfway from 1 (held-out) to the blurred replay's 5
+    assert shows["sharpness.ratio"] == [0.51, 2.0]  # low: halfway to blurred; high: no reference, the fixed bound
+    assert shows["diversity.normalized"] == [None, None]  # no texture to anchor it, and no fallback
+    hides = E.flag_ranges(cal(blurred={"realism.ratio": 1.05}))
+    assert hides["realism.ratio"] == [None, 1.5]  # blurred does not look blurred on this footage: the fallback
+    near = E.flag_ranges(cal(texture={"diversity.normalized": 0.3}, replay={"diversity.normalized": 0.2}))
+    assert near["diversity.normalized"] == [0.25, None]  # halfway, and the margin (0.05) from the anchor
+    flags = E.flags_for({"realism": {"ratio": 3.5}, "sharpness": {"ratio": 1.0}}, shows)
+    assert flags == [{"metric": "realism.ratio", "value": 3.5, "range": [None, 3.0], "side": "high"}]
+    assert E.get({"realism": {"ratio": 3.5}}, "realism.ratio") == 3.5 and E.get({}, "motion.diff_ratio") is None
 
 
 def _atari():
@@ -214,6 +185,56 @@ def test_calibration_orders_the_reference_dreams(footage):
     # diversity: deterministic references give none, random ones some.
     assert m["replay"]["diversity"]["normalized"] == pytest.approx(0.0)
     assert m["shuffled"]["diversity"]["normalized"] > m["texture"]["diversity"]["normalized"] > 0
+
+
+# ---------------------------------------------------------------------------------------------- model metrics
+
+
+class MapPersistence:
+    """A second model family in miniature, through `LatentModels`: latents are (3, 8, 8) maps (each frame
+    area-averaged), and the dream model predicts that nothing changes (NLL: half the squared error)."""
+    device = torch.device("cpu")
+
+    def __init__(self, size: int):
+        self.size = size
+
+    def encode(self, frames):
+        small = np.stack([cv2.resize(f, (8, 8), interpolation=cv2.INTER_AREA) for f in frames])
+        return torch.from_numpy(small.astype(np.float32) / 255).permute(0, 3, 1, 2)
+
+    def decode(self, z):
+        big = F.interpolate(z, size=(self.size, self.size), mode="nearest")
+        return (big.permute(0, 2, 3, 1) * 255).round().clamp(0, 255).to(torch.uint8).numpy()
+
+    def initial_state(self, batch):
+        return None
+
+    def step(self, z, state):
+        return (z,), state
+
+    def mean(self, params):
+        return params[0]
+
+    def nll(self, params, z):
+        return 0.5 * ((params[0] - z) ** 2).flatten(1).sum(1)
+
+
+def test_model_metrics_take_any_latent_shape_through_the_interface(shapes):
+    _, held, _ = shapes
+    models = MapPersistence(SIZE)
+    assert isinstance(models, E.LatentModels)
+    still = np.repeat(held[:1], 30, axis=0)  # nothing changes: the persistence model is exactly right
+    pred = E.prediction(models, [still, held], context=4)
+    assert pred["teacher_forced"]["steps"] == 29 + len(held) - 1
+    exact = E.prediction(models, [still], context=4)
+    assert exact["teacher_forced"]["mse"] == 0 and exact["teacher_forced"]["nll"] == 0
+    assert exact["open_loop"]["8"]["mse"] == 0 and exact["open_loop"]["32"] is None  # 30 frames: too short for 32
+    assert exact["open_loop"]["1"]["psnr"] == pytest.approx(exact["open_loop"]["8"]["psnr"])  # the same frame
+    assert pred["teacher_forced"]["mse"] > 0  # the moving shapes do change
+    recon, frames = E.reconstruction(models, [held])
+    assert frames.shape == held.shape and 10 < recon["psnr"] < 60 and 0 < recon["ssim"] < 1
+    # predicting a still frame is reconstructing it
+    assert E.reconstruction(models, [still])[0]["psnr"] == pytest.approx(exact["teacher_forced"]["psnr"], rel=1e-5)
 
 
 # ---------------------------------------------------------------------------------------------- reports

@@ -1,8 +1,8 @@
 """Weight-free video metrics on plain uint8 frame arrays, and the reference dreams that calibrate them.
 
 Everything here takes frames as uint8 arrays (N, S, S, 3) (or lists of such arrays, one per source
-sequence) and needs no model, so a model's dream and the reference dreams built from the source go
-through exactly the same code. docs/metrics.md defines every number and the sampling used.
+sequence) and needs no model and no file, so a model's dream and the reference dreams built from the source
+go through exactly the same code (`scoring.score`). docs/metrics.md defines every number and the sampling used.
 
 Units: frame and patch distances are root-mean-square differences in grey levels (0..255); flow is in
 pixels per frame at the evaluation size.
@@ -25,7 +25,16 @@ FLOW_PAIRS = 256           # consecutive-frame pairs (evenly spaced) given to Fa
 KMEANS_K = 16
 KMEANS_ITERS = 20
 HIST_BINS = 40
-REFERENCE_NAMES = ("replay", "shuffled", "frozen", "blurred", "texture")
+REFERENCE_DREAMS = {       # the reference dreams (reference_dream), in report order, and what each is
+    "replay": "the source itself",
+    "shuffled": "its frames in random order",
+    "frozen": "one frame repeated",
+    "blurred": "a blurred replay",
+    "texture": "a video texture jumping between similar frames",
+}
+REFERENCE_NAMES = tuple(REFERENCE_DREAMS)
+TEXTURE_GAP = 8            # a video texture's jump lands at least this many frames from the natural successor
+TEXTURE_CHOICES = 3        # ... on one of this many cheapest targets
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -125,12 +134,13 @@ def js_divergence(p: np.ndarray, q: np.ndarray) -> float:
     q = np.asarray(q, np.float64)
     p, q = p / max(p.sum(), 1e-12), q / max(q.sum(), 1e-12)
     m = (p + q) / 2
+    return max(0.0, 0.5 * _kl_bits(p, m) + 0.5 * _kl_bits(q, m))
 
-    def kl(a, b):
-        mask = a > 0
-        return float(np.sum(a[mask] * np.log2(a[mask] / b[mask])))
 
-    return max(0.0, 0.5 * kl(p, m) + 0.5 * kl(q, m))
+def _kl_bits(a: np.ndarray, b: np.ndarray) -> float:
+    """Kullback-Leibler divergence of histogram `a` from `b` in bits (b > 0 wherever a > 0)."""
+    mask = a > 0
+    return float(np.sum(a[mask] * np.log2(a[mask] / b[mask])))
 
 
 def histogram(values: np.ndarray, edges: np.ndarray) -> list[float]:
@@ -154,22 +164,20 @@ def psnr_ssim(pred: np.ndarray, target: np.ndarray, chunk: int = 256) -> dict:
     psnrs, ssims = [], []
     for i in range(0, len(pred), chunk):
         a, b = to_float(pred[i:i + chunk]) / 255, to_float(target[i:i + chunk]) / 255
-        mse = ((a - b) ** 2).flatten(1).mean(1).clamp_min(1e-10)
-        psnrs.append(-10 * torch.log10(mse))
+        psnrs.append(_psnr(a, b))
         ssims.append(ssim_fn(a, b, data_range=1.0, reduction="none").reshape(-1))
     return {"psnr": float(torch.cat(psnrs).mean()), "ssim": float(torch.cat(ssims).mean())}
 
 
 def frame_psnr(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
     """Per-frame PSNR in dB (capped at 100)."""
-    a, b = to_float(pred) / 255, to_float(target) / 255
+    return _psnr(to_float(pred) / 255, to_float(target) / 255).numpy()
+
+
+def _psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-frame PSNR in dB of images in [0, 1]; the error floor 1e-10 caps identical frames at 100 dB."""
     mse = ((a - b) ** 2).flatten(1).mean(1).clamp_min(1e-10)
-    return (-10 * torch.log10(mse)).numpy()
-
-
-def gray(frames: np.ndarray) -> np.ndarray:
-    return np.stack([cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in frames]) if len(frames) else \
-        np.zeros((0,) + frames.shape[1:3], np.uint8)
+    return -10 * torch.log10(mse)
 
 
 def laplacian_var(frames: np.ndarray) -> np.ndarray:
@@ -450,11 +458,9 @@ def texture_indices(seqs: list[np.ndarray], n_frames: int, rng: np.random.Genera
     at least 8 frames away from the natural successor.
     """
     d = frame_distances(frame_features(concat(seqs))) if dist is None else dist
-    m = len(d)
     nxt = next_index(seqs)
-    prev = np.full(m, -1)
+    prev = np.full(len(d), -1)
     prev[nxt[nxt >= 0]] = np.nonzero(nxt >= 0)[0]
-    gap = 8
     mean_len = max(4.0, 2 * fps)
     idx = np.empty(n_frames, np.int64)
     cur = first
@@ -463,20 +469,27 @@ def texture_indices(seqs: list[np.ndarray], n_frames: int, rng: np.random.Genera
         natural = nxt[cur]
         if natural >= 0 and rng.random() >= 1 / mean_len:
             cur = natural
-            continue
-        cost = np.full(m, np.inf)
-        has_prev = prev >= 0
-        cost[has_prev] = d[cur, prev[has_prev]]
-        if natural >= 0:
-            cost = cost + d[natural]
-        near = natural if natural >= 0 else cur
-        cost[max(0, near - gap):near + gap + 1] = np.inf
+        else:
+            cur = _texture_jump(d, prev, cur, natural, rng)
+    return idx
+
+
+def _texture_jump(d: np.ndarray, prev: np.ndarray, cur: int, natural: int, rng: np.random.Generator) -> int:
+    """Where a video texture jumps from frame `cur` (`natural`: its successor, or -1): one of the cheapest targets
+    (see `texture_indices`); any other frame when no target is far enough away; `cur` when there is no other."""
+    m = len(d)
+    cost = np.full(m, np.inf)
+    has_prev = prev >= 0
+    cost[has_prev] = d[cur, prev[has_prev]]
+    if natural >= 0:
+        cost = cost + d[natural]
+    near = natural if natural >= 0 else cur
+    cost[max(0, near - TEXTURE_GAP):near + TEXTURE_GAP + 1] = np.inf
+    finite = np.isfinite(cost)
+    if not finite.any():
+        cost = np.where(np.arange(m) != cur, 0.0, np.inf)
         finite = np.isfinite(cost)
         if not finite.any():
-            cost = np.where(np.arange(m) != cur, 0.0, np.inf)
-            finite = np.isfinite(cost)
-            if not finite.any():
-                continue
-        order = np.argsort(cost)[:min(3, int(finite.sum()))]
-        cur = int(rng.choice(order))
-    return idx
+            return cur
+    order = np.argsort(cost)[:min(TEXTURE_CHOICES, int(finite.sum()))]
+    return int(rng.choice(order))
