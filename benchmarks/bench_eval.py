@@ -19,6 +19,7 @@ import numpy as np
 from dreamvid import evaluation as E
 from dreamvid.evaluation import metrics as M
 from dreamvid.footage import ATARI_FPS, atari_frames
+from dreamvid.rundir import REPORT_HTML
 from dreamvid.video import square_frame
 from common import machine, peak_rss_mb
 
@@ -56,7 +57,7 @@ def main() -> None:
         report = E.report_from_frames(dream, train, held, ATARI_FPS, out=Path(tmp) / "eval", seed=0,
                                       diversity_dreams=diversity, meta={"run_dir": "benchmark"})
         total = time.perf_counter() - t
-        html_mb = (Path(tmp) / "eval" / "report.html").stat().st_size / 1e6
+        html_mb = (Path(tmp) / "eval" / REPORT_HTML).stat().st_size / 1e6
     print(f"eval of a {args.frames}-frame {args.size} px dream against a {len(source)}-frame source "
           f"(scoring, 5 reference dreams, report): {total:.1f} s")
     print("stages (s): " + ", ".join(f"{k} {v:.1f}" for k, v in report["timings"].items()))

@@ -25,6 +25,9 @@ import numpy as np
 import dreamvid
 from dreamvid import footage
 from dreamvid.config import PRESETS
+from dreamvid.evaluation import get
+from dreamvid.evaluation.metrics import REFERENCE_NAMES
+from dreamvid.rundir import REPORT_JSON
 from common import machine
 
 CLIPS = ("enduro", "riverraid", "bikes", "carphone")
@@ -48,7 +51,6 @@ COLUMNS = [
     ("coverage", "visited_share", "coverage", ">= 0.9"),
     ("drift", "realism_last_over_first", "drift (last/first realism)", "0.9-1.1"),
 ]
-REFERENCES = ("replay", "shuffled", "frozen", "blurred", "texture")
 BETTER_THAN_WORLDMODELS = 0.25  # issue 4: `default`'s patch realism at least 25% better than `worldmodels`'
 
 
@@ -123,7 +125,7 @@ def value_of(metrics: dict, group: str, name: str):
     if name == "frozen_excess":
         motion = metrics.get("motion", {})
         return motion.get("frozen_share", 0) - motion.get("source_frozen_share", 0)
-    return metrics.get(group, {}).get(name)
+    return get(metrics, f"{group}.{name}")
 
 
 def cells_in(out: Path) -> list[dict]:
@@ -152,8 +154,8 @@ def table(cells: list[dict]) -> str:
     lines = [header, "|" + " --- |" * (len(COLUMNS) + 2)]
     for clip in dict.fromkeys(cell["clip"] for cell in cells):
         mine = [cell for cell in cells if cell["clip"] == clip]
-        report = json.loads((mine[0]["dir"] / "eval" / "report.json").read_text())
-        for name in REFERENCES:
+        report = json.loads((mine[0]["dir"] / "eval" / REPORT_JSON).read_text())
+        for name in REFERENCE_NAMES:
             lines.append(row(clip, f"*{name}* (reference)", report["calibration"][name]["metrics"], check=False))
         for cell in mine:
             name = f"{cell['preset']}, seed {cell['seed']} ({cell['minutes']:g} min)"

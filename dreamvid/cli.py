@@ -143,10 +143,10 @@ def _demo(args: argparse.Namespace) -> None:
 
 def _eval(args: argparse.Namespace) -> None:
     from .evaluation import evaluate
-    from .rundir import RunDir
+    from .rundir import REPORT_HTML, RunDir
     evaluate(args.run, dream=args.dream, frames=args.frames, temperature=args.temperature, seed=args.seed,
              reproject=args.reproject, out=args.out, progress=not args.quiet)
-    print(f"wrote {(args.out or RunDir(args.run).eval_dir) / 'report.html'}")
+    print(f"wrote {(args.out or RunDir(args.run).eval_dir) / REPORT_HTML}")
 
 
 def _compare(args: argparse.Namespace) -> None:

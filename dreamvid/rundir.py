@@ -31,6 +31,8 @@ from .errors import DreamvidError, UsageError
 from .files import atomic_write_json, atomic_write_text, read_json
 
 # What a run folder holds that dreamvid wrote; `--force` deletes only these, never a user's own files.
+REPORT_JSON = "report.json"  # what `dreamvid eval` writes into RUN_DIR/eval (or its own -o folder)
+REPORT_HTML = "report.html"
 OWN_FILES = ("config.json", "vae.safetensors", "rnn.safetensors", "latents.safetensors", "log.jsonl",
              "progress.json", "state", "previews")
 
@@ -76,8 +78,12 @@ class RunDir:
     def progress_path(self) -> Path:
         return self.path / "progress.json"
 
+    @property
+    def previews_dir(self) -> Path:
+        return self.path / "previews"
+
     def preview_path(self, name: str) -> Path:
-        return self.path / "previews" / name
+        return self.previews_dir / name
 
     @property
     def cache_root(self) -> Path:
@@ -86,6 +92,9 @@ class RunDir:
     @property
     def eval_dir(self) -> Path:
         return self.path / "eval"
+
+    def report_path(self, name: str = REPORT_HTML) -> Path:
+        return self.eval_dir / name
 
     @property
     def dreams_dir(self) -> Path:
@@ -128,7 +137,7 @@ class RunDir:
                                  "pass --resume to continue it, --force to start it over, or choose another -o")
             self._delete_own_files()
         try:
-            (self.path / "previews").mkdir(parents=True, exist_ok=True)
+            self.previews_dir.mkdir(parents=True, exist_ok=True)
             (self.path / "state").mkdir(exist_ok=True)
         except OSError as exc:
             raise DreamvidError(f"cannot create run folder {self.path} ({exc.strerror})",

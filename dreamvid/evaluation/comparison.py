@@ -5,8 +5,7 @@ import json
 from pathlib import Path
 
 from ..errors import DreamvidError, UsageError
-from ..rundir import RunDir
-from .pipeline import REPORT_JSON
+from ..rundir import REPORT_JSON, RunDir
 from .report import HEADLINE, flagged, format_value, write_compare_html
 from .scoring import get
 

@@ -19,7 +19,7 @@ from tqdm import tqdm
 from ..dreaming import load
 from ..errors import DreamvidError, UsageError
 from ..files import atomic_write_text
-from ..rundir import RunDir
+from ..rundir import REPORT_HTML, REPORT_JSON, RunDir
 from ..video import read_frames
 from . import metrics as M
 from .calibration import STRIP_FRAMES, calibrate, flag_ranges, flags_for
@@ -28,8 +28,6 @@ from .report import write_report
 from .scoring import check_frames, patch_realism, prepare_source, score
 
 REPORT_VERSION = 1
-REPORT_JSON = "report.json"
-REPORT_HTML = "report.html"
 
 
 def evaluate(run_dir, *, dream=None, frames: int = 10000, temperature: float | None = None, seed: int = 0,

@@ -39,12 +39,12 @@ def is_run(path: Path) -> bool:
 
 def report_path(run_dir: Path) -> Path:
     """The eval report `dreamvid eval` writes into the run folder."""
-    return RunDir(run_dir).eval_dir / "report.html"
+    return RunDir(run_dir).report_path()
 
 
 def latest_preview(run_dir: Path, prefer: str = "dream") -> Path | None:
     """The newest preview PNG whose name has `prefer` in it (else any but the loss plot, which the page draws)."""
-    previews = RunDir(run_dir).preview_path("reconstruction.png").parent  # RunDir names the files, not the folder
+    previews = RunDir(run_dir).previews_dir
     try:
         files = [p for p in previews.iterdir() if p.suffix.lower() == ".png" and p.is_file()
                  and "loss" not in p.name.lower()]
