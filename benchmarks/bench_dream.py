@@ -28,7 +28,7 @@ def make_untrained_run(directory: Path, preset: str, size: int, fps: float = 15)
     run.write_config(config)
     vae = build_vae(config.vae)
     run.save_weights("vae", vae)
-    run.save_weights("rnn", build_rnn(config.rnn, vae.latent_shape))
+    run.save_weights("rnn", build_rnn(config.rnn, vae))
     latents = torch.randn(200, *vae.latent_shape)
     run.save_latents({"mu": latents, "logvar": torch.zeros_like(latents), "sequences": torch.tensor([[0, 200]]),
                       "train": torch.tensor([[0, 180]]), "val": torch.tensor([[180, 200]])})

@@ -6,7 +6,7 @@
 """
 from __future__ import annotations
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 # Imported on first use so that `import dreamvid` (and `dreamvid --help`) does not pay for torch.
 # (The demo is `dreamvid.demo.demo`: re-exporting it here would clash with its own module's name.)

@@ -24,19 +24,28 @@ DEFAULT_MINUTES = 10.0                       # the budget without --minutes or e
 
 @dataclass
 class VAEConfig:
-    kind: str = "conv"                       # "conv" (World Models layout) or "dense" (2016 notebook)
+    kind: str = "conv"                       # "spatial" (a map of FSQ cells), "conv" (World Models) or "dense" (2016)
     size: int = 64                           # square input side in pixels
     z_dim: int = 32
-    channels: tuple[int, ...] = (32, 64, 128, 256)  # conv: one k4 s2 stage each, more stages added above 64 px
+    channels: tuple[int, ...] = (32, 64, 128, 256)  # conv: one k4 s2 stage each, more stages added above 64 px;
+                                             # spatial: (width of the convolutions at the cell grid,)
     hidden: tuple[int, ...] = (256, 256)     # dense: hidden layer widths (softplus)
     reconstruction: str = "mse"              # "mse" (summed over pixels) or "bce" (Bernoulli cross-entropy)
     free_bits: float = 0.0                   # KL tolerance per latent dimension, in nats (World Models: 0.5)
     lr: float = 1e-3
+    levels: tuple[int, ...] = ()             # spatial: FSQ levels of each latent channel, e.g. (8, 5, 5, 5)
+    encoder_blocks: int = 1                  # spatial: residual blocks at the cell grid
+    decoder_blocks: int = 2
+
+    def __post_init__(self):
+        if self.kind == "spatial" and (not self.levels or min(self.levels) < 2 or self.size % 4):
+            raise ValueError("a spatial VAE needs vae.levels of at least 2 each and a size divisible by 4")
 
 
 @dataclass
 class RNNConfig:
-    kind: str = "mdn"                        # "mdn" (mixture density LSTM) or "regression" (squared error)
+    kind: str = "mdn"                        # "map" (ConvGRU over latent maps), "mdn" (mixture density LSTM) or
+                                             # "regression" (squared error)
     cell: str = "lstm"                       # "lstm" (both papers) or "lnlstm" (layer-normalised)
     hidden: int = 256
     layers: int = 1
@@ -51,6 +60,10 @@ class RNNConfig:
     temperature: float = 1.0                 # default dreaming temperature
     decode_spread: float = 1.0               # share of each sample's random spread that its frame shows; the
                                              # RNN is always fed the whole sample (0: frames show the centers)
+    width: int = 48                          # map: channels of the convolutions at the cell grid
+    sampling_steps: int = 4                  # map: MaskGIT rounds that fill one map
+    context_noise: float = 0.0               # map: the largest noise level put on the maps it is conditioned on
+    own_samples: float = 0.0                 # map: share of training steps conditioned on its own samples
 
     def __post_init__(self):
         # Checked here so that a hand-edited or damaged config.json fails on load, not mid-dream.
@@ -60,6 +73,8 @@ class RNNConfig:
             raise ValueError(f"rnn.dropout must be at least 0 and below 1, not {self.dropout}")
         if not 0 <= self.decode_spread <= 1:
             raise ValueError(f"rnn.decode_spread must be from 0 to 1, not {self.decode_spread}")
+        if not 0 <= self.own_samples < 1 or self.context_noise < 0 or self.sampling_steps < 1:
+            raise ValueError("rnn.own_samples must be in [0, 1), rnn.context_noise >= 0, rnn.sampling_steps >= 1")
 
 
 @dataclass
@@ -212,30 +227,47 @@ def _classic() -> RunConfig:
 
 
 def _default() -> RunConfig:
-    # World Models' models, changed where measurements on four clips said so (docs/results.md):
-    # - the budget split by need, 90% VAE: the MDN-RNN's held-out NLL bottoms out within seconds, while the VAE
-    #   still improves at the end of its time;
-    # - the RNN weights of the best held-out epoch, not the last: after that epoch the RNN memorises the clip,
-    #   and on short clips its dreams replay the source (bikes: 76 consecutive frames, 23 with this);
-    # - frames show the sample's center plus half its deviation: the MDN's spread is mostly the VAE's posterior
-    #   noise, and showing all of it makes frames flicker (frame difference 1.3-1.4x the source's on the games).
-    # - dropout 0.3 on the LSTM's outputs: the best held-out epoch comes later; over four RNN training seeds on
-    #   four clips it met more of issue 4's figures on three seeds (20.5 of 36 on average, 19.0 without), and
-    #   River Raid's realism averaged 3.9 against 4.6;
-    # - a layer-norm LSTM: over the same four RNN seeds it met 21.0 of 36 against 20.5, more on three seeds, and
-    #   no Enduro dream froze (two of four did with nn.LSTM); `bikes` replays longer with it (40-93 frames).
-    # What was measured and not kept is listed in RETIRED (dreamvid 0.1.0 has the code); a lower or higher
-    # temperature, z = 64, 128 px, a smaller LSTM and time-correlated noise while dreaming were not kept either,
-    # and re-projection while dreaming helps live footage and stills games: it is `dreamvid dream --reproject`.
+    # The spatial family (docs/results.md): every 4x4-pixel patch of a frame keeps its own FSQ-quantised cell, so
+    # road edges, other cars and sprites survive the auto-encoder, and a ConvGRU over those maps dreams the next
+    # map cell by cell in MaskGIT rounds. The budget is split evenly: the dream model needs its minutes as much
+    # as the auto-encoder does.
+    return RunConfig(
+        preset="default",
+        vae=VAEConfig(kind="spatial", size=64, channels=(64,), levels=(8, 5, 5, 5), encoder_blocks=1,
+                      decoder_blocks=2, lr=2e-3),
+        rnn=RNNConfig(kind="map", width=32, hidden=48, seq_len=16, lr=2e-3, grad_clip=1.0, sampling_steps=4,
+                      keep_best=True, temperature=0.7),
+        train=TrainConfig(batch_size=16, rnn_batch_size=8, vae_share=0.5),
+    )
+
+
+def _previous_default() -> RunConfig:
+    # dreamvid 0.2.0's `default`, kept as `vector`: World Models' models changed where measurements on four clips
+    # said so (docs/results.md): the budget split by need, 90% VAE; the RNN weights of the best held-out epoch;
+    # frames that show the sample's center plus half its deviation; dropout 0.3 on the LSTM's outputs; a
+    # layer-norm LSTM.
     worldmodels = _worldmodels()
-    return replace(worldmodels, preset="default", train=TrainConfig(vae_share=0.9),
+    return replace(worldmodels, preset="vector", train=TrainConfig(vae_share=0.9),
                    rnn=replace(worldmodels.rnn, cell="lnlstm", keep_best=True, decode_spread=0.5, dropout=0.3))
 
 
 def _tiny() -> RunConfig:
-    # For tests and smoke runs: the same code paths with models small enough to train in seconds.
+    # For tests and smoke runs: the default's code paths with models small enough to train in seconds.
     return RunConfig(
         preset="tiny",
+        vae=VAEConfig(kind="spatial", size=32, channels=(8,), levels=(5, 3), encoder_blocks=0, decoder_blocks=1,
+                      lr=3e-3),
+        rnn=RNNConfig(kind="map", width=8, hidden=8, seq_len=4, lr=3e-3, sampling_steps=2, context_noise=0.2,
+                      own_samples=0.2, keep_best=True),
+        data=DataConfig(size=32),
+        train=TrainConfig(batch_size=16, rnn_batch_size=4, bf16=False),
+    )
+
+
+def _tiny_vector() -> RunConfig:
+    # The vector family's code paths (classic, worldmodels), as small.
+    return RunConfig(
+        preset="tiny-vector",
         vae=VAEConfig(kind="conv", size=32, z_dim=8, channels=(8, 16, 16, 32), free_bits=0.0, lr=2e-3),
         rnn=RNNConfig(kind="mdn", hidden=32, layers=1, gaussians=3, seq_len=8, lr=3e-3),
         data=DataConfig(size=32),
@@ -243,7 +275,8 @@ def _tiny() -> RunConfig:
     )
 
 
-PRESETS = {"default": _default, "worldmodels": _worldmodels, "classic": _classic, "tiny": _tiny}
+PRESETS = {"default": _default, "worldmodels": _worldmodels, "classic": _classic, "vector": _previous_default,
+           "tiny": _tiny, "tiny-vector": _tiny_vector}
 PRESET_NAMES = tuple(PRESETS)
 
 

@@ -15,7 +15,7 @@ import torch
 from .config import RunConfig
 from .device import autocast, fast_bf16, place, resolve_device
 from .errors import DreamvidError, UsageError
-from .models import LatentRNN, VAE, build_rnn, build_vae, encode_frames, tensor_to_frames
+from .models import DreamModel, VAE, build_rnn, build_vae, encode_frames, tensor_to_frames
 from .rundir import RunDir
 
 DECODE_BATCH = 64
@@ -35,7 +35,7 @@ def _check_temperature(temperature: float) -> float:
 class Dreamer:
     """A trained VAE + RNN pair and the latents of its source, ready to dream."""
 
-    def __init__(self, run_dir: Path, config: RunConfig, vae: VAE, rnn: LatentRNN,
+    def __init__(self, run_dir: Path, config: RunConfig, vae: VAE, rnn: DreamModel,
                  latents: dict[str, torch.Tensor], device: torch.device):
         self.run_dir, self.config, self.vae, self.rnn, self.device = run_dir, config, vae, rnn, device
         self.latents = latents
@@ -48,7 +48,7 @@ class Dreamer:
         run.require_trained()
         torch_device = resolve_device(device)
         vae = build_vae(config.vae)
-        rnn = build_rnn(config.rnn, vae.latent_shape)
+        rnn = build_rnn(config.rnn, vae)
         run.load_weights("vae", vae)
         run.load_weights("rnn", rnn)
         latents = run.load_latents()

@@ -230,13 +230,14 @@ def test_missing_rnn_weights(cli_run, tmp_path, capsys):
 @pytest.mark.parametrize("edit, words", [
     ({"preset": "hyperdream"}, ("hyperdream", "retrain")),
     ({"format": 99}, ("format 99", "retrain")),
-    ({"vae": {"z_dim": 16}}, ("vae.safetensors", "does not fit", "another preset or version", "train it again")),
+    ({"vae": {"channels": [16]}}, ("vae.safetensors", "does not fit", "another preset or version", "train it again")),
     ({"rnn": {"decode_spread": 2}}, ("not a readable dreamvid config", "decode_spread must be from 0 to 1")),
     ({"rnn": {"cell": "rwkv"}}, ("not a readable dreamvid config", "rnn.cell must be one of lstm, lnlstm")),
-    ({"rnn": {"cell": "lnlstm"}}, ("rnn.safetensors", "does not fit")),
+    ({"rnn": {"width": 16}}, ("rnn.safetensors", "does not fit")),
+    ({"vae": {"levels": [1]}}, ("not a readable dreamvid config", "vae.levels")),
     # Settings of 0.1.0 that 0.2.0 retired: a non-default value names the version that had it.
     ({"vae": {"grid": 8}}, ("config.json sets vae.grid = 8, a setting of dreamvid 0.1.0 (git tag lab-2026-12-02) "
-                            "that this version (0.2.0) retired; retrain the run with this version, or dream it "
+                            "that this version (0.3.0) retired; retrain the run with this version, or dream it "
                             "with dreamvid 0.1.0",)),
     ({"rnn": {"cell": "gru"}}, ('sets rnn.cell = "gru"', "dreamvid 0.1.0", "retired")),
     ({"rnn": {"input_noise": 0.05}}, ("sets rnn.input_noise = 0.05", "dreamvid 0.1.0", "retired")),

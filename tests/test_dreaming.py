@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 import os
 
 import av
@@ -76,8 +77,11 @@ def test_dream_can_be_primed_by_a_clip_or_a_source_frame(cli_run, dreamer, tmp_p
                  str(tmp_path / "q.mp4"), "--quiet"]) == 2
 
 
-def test_a_runs_decode_spread_changes_its_frames_not_its_course(cli_run):
-    dreamer = dreamvid.load(cli_run.path, device="cpu")
+def test_a_runs_decode_spread_changes_its_frames_not_its_course(cli_run, tmp_path):
+    # Only the vector family draws latents with a spread; a map's cells are codes, shown as drawn.
+    dreamvid.train(cli_run.clip, tmp_path / "run", preset="tiny-vector", vae_epochs=1, rnn_epochs=1, progress=False,
+                   device="cpu")
+    dreamer = dreamvid.load(tmp_path / "run", device="cpu")
     shown = {}
     for spread in (1.0, 0.0):
         dreamer.config.rnn.decode_spread = spread
@@ -110,12 +114,13 @@ def test_a_reprojected_dream_feeds_back_the_vaes_own_latents(cli_run):
 def test_a_run_written_by_0_1_0_loads_and_dreams(tmp_path, preset):
     # What dreamvid 0.1.0 left in a run folder: config.json with every retired field at its default, and weights
     # under the names it gave them (tests/test_models.py checks those names against 0.1.0's).
-    config = make_config(preset, fps=10)
+    # 0.1.0's `default` is today's `vector` recipe.
+    config = replace(make_config("vector" if preset == "default" else preset, fps=10), preset=preset)
     run = RunDir(tmp_path / "run").create()
     run.config_path.write_text(json.dumps(old_style_config(config)))
     vae = build_vae(config.vae)
     run.save_weights("vae", vae)
-    run.save_weights("rnn", build_rnn(config.rnn, vae.latent_shape))
+    run.save_weights("rnn", build_rnn(config.rnn, vae))
     mu = torch.randn(60, config.vae.z_dim)
     run.save_latents({"mu": mu, "logvar": torch.zeros_like(mu), "sequences": torch.tensor([[0, 60]]),
                       "train": torch.tensor([[0, 54]]), "val": torch.tensor([[54, 60]])})

@@ -5,6 +5,7 @@ import hashlib
 import json
 
 import pytest
+from dataclasses import replace
 import torch
 
 from dreamvid.config import PRESETS, RNNConfig, VAEConfig
@@ -24,7 +25,7 @@ def _names_and_shapes(module: torch.nn.Module) -> str:
 
 @pytest.mark.parametrize("preset", list(WEIGHTS_0_1_0))
 def test_weight_names_and_shapes_are_those_of_0_1_0(preset):
-    config = PRESETS[preset]()
+    config = PRESETS["vector" if preset == "default" else preset]()  # 0.1.0's `default` is today's `vector`
     vae = build_vae(config.vae)
     rnn = build_rnn(config.rnn, vae.latent_shape)
     assert (_names_and_shapes(vae), _names_and_shapes(rnn)) == WEIGHTS_0_1_0[preset]
@@ -143,3 +144,88 @@ def test_rollout_feeds_back_and_shows_what_feedback_makes_of_each_sample():
     assert not torch.allclose(shown[:, 1:], plain[:, 1:] / 2)  # later ones follow the halved history
     fed = torch.cat([z[:, None], shown[:, :-1]], 1)
     torch.testing.assert_close(centers, rnn(fed)[0][0])
+
+
+# --- the spatial family ----------------------------------------------------------------------------------
+
+def _spatial(size: int = 32):
+    config = PRESETS["tiny"]()
+    return build_vae(replace(config.vae, size=size)), config
+
+
+def test_fsq_rounds_every_channel_to_its_levels_and_back():
+    from dreamvid.models.spatial import FSQ
+    fsq = FSQ((8, 5, 3))
+    values = fsq(torch.randn(4, 3, 6, 6) * 3)
+    indices = fsq.indices(values)
+    for channel, levels in enumerate((8, 5, 3)):
+        assert set(indices[:, channel].unique().tolist()) <= set(range(levels))
+    assert torch.equal(fsq.values(indices), values)
+    assert values.abs().max() <= 1
+    assert fsq.indices(torch.full((1, 3, 1, 1), 7.0)).flatten().tolist() == [7, 4, 2]  # far values clamp
+
+
+@pytest.mark.parametrize("size", [32, 64, 128, 256])
+def test_spatial_vae_maps_every_4x4_patch_to_a_cell(size):
+    vae, _ = _spatial(size)
+    images = torch.rand(2, 3, size, size)
+    z, logvar = vae.encode(images)
+    assert logvar is None and z.shape == (2, *vae.latent_shape) == (2, 2, size // 4, size // 4)
+    assert vae.decode(z).shape == images.shape
+    total, parts = vae.loss(images)
+    total.backward()
+    assert torch.isfinite(total) and "psnr" in parts
+
+
+def test_a_spatial_cell_draws_only_its_neighbourhood():
+    vae, _ = _spatial(64)
+    z = vae.encode(torch.rand(1, 3, 64, 64))[0]
+    moved = z.clone()
+    moved[0, :, 0, 0] = torch.where(z[0, :, 0, 0] > 0, -1.0, 1.0)  # another code in the top-left cell
+    changed = (vae.decode(moved) - vae.decode(z)).abs().sum(1)[0] > 1e-6
+    rows, cols = changed.nonzero(as_tuple=True)
+    assert changed.any() and rows.max() < 32 and cols.max() < 32  # the top-left corner, not the whole frame
+
+
+def _map_dreamer():
+    vae, config = _spatial(32)
+    return build_rnn(config.rnn, vae), vae
+
+
+def test_map_dreamer_learns_with_noise_and_its_own_samples():
+    rnn, vae = _map_dreamer()
+    maps = vae.encode(torch.rand(6, 3, 32, 32))[0].detach().view(2, 3, *vae.latent_shape)
+    loss = rnn.loss(maps[:, :-1], maps[:, 1:], torch.Generator().manual_seed(0))
+    loss.backward()
+    assert torch.isfinite(loss) and all(p.grad is not None for p in rnn.parameters())
+
+
+def test_map_dreams_are_codes_and_repeat_for_a_seed():
+    rnn, vae = _map_dreamer()
+    rnn.eval()
+    start = vae.encode(torch.rand(1, 3, 32, 32))[0]
+    dreams = [rnn.rollout(start, None, 5, 1.0, torch.Generator().manual_seed(4))[0] for _ in range(2)]
+    assert dreams[0].shape == (1, 5, *vae.latent_shape) and torch.equal(*dreams)
+    assert torch.equal(rnn.fsq.values(rnn.fsq.indices(dreams[0])), dreams[0])  # every cell one of its levels
+    other = rnn.rollout(start, None, 5, 1.0, torch.Generator().manual_seed(5))[0]
+    assert not torch.equal(dreams[0], other)
+
+
+def test_map_dreamer_sees_the_whole_map_in_one_step():
+    # A change in one corner of the conditioning map reaches the far corner's prediction: global motion (a
+    # scrolling road, a turning camera) is reachable.
+    rnn, vae = _map_dreamer()
+    z = vae.encode(torch.rand(1, 3, 32, 32))[0]
+    moved = z.clone()
+    moved[0, :, 0, 0] = torch.where(z[0, :, 0, 0] > 0, -1.0, 1.0)  # another code in the top-left cell
+    far = [rnn.logits(rnn.step(m)[0], torch.zeros_like(z), torch.ones_like(z[:, :1]))[..., -1, -1] for m in (z, moved)]
+    assert not torch.equal(*far)
+
+
+def test_map_nll_and_mean_fit_the_evaluation_interface():
+    rnn, vae = _map_dreamer()
+    z = vae.encode(torch.rand(3, 3, 32, 32))[0].detach()
+    params, state = rnn.step(z)
+    assert rnn.nll(params, z).shape == (3,) and rnn.mean(params).shape == z.shape
+    sequence = torch.cat([z, z])
+    assert rnn.sequence_nll(sequence, 2).shape == (4,)

@@ -13,7 +13,7 @@ from ..cache import HELD_OUT_PERCENT, FrameCache, build_cache, minimum_frames
 from ..config import RunConfig, make_config
 from ..device import fast_bf16, place, resolve_device, uses_channels_last
 from ..errors import DreamvidError, Interrupted, UsageError
-from ..models import LatentRNN, VAE, build_rnn, build_vae
+from ..models import DreamModel, VAE, build_rnn, build_vae
 from ..rundir import RunDir
 from ..video import probe
 from .control import Budget, Cadence, Stop, StopRequest
@@ -98,7 +98,7 @@ class TrainingJob:
     """One run trained from wherever its state says to the end. The stages do the training; the job hands them
     their collaborators, commits the state between them, and turns a stop request into a saved `Interrupted`."""
 
-    def __init__(self, run: RunDir, config: RunConfig, cache: FrameCache, vae: VAE, rnn: LatentRNN,
+    def __init__(self, run: RunDir, config: RunConfig, cache: FrameCache, vae: VAE, rnn: DreamModel,
                  device: torch.device, show_progress: bool, on_event: Callable[[dict], None] | None,
                  stop: threading.Event | None):
         self.run, self.config, self.cache, self.vae, self.rnn, self.device = run, config, cache, vae, rnn, device
@@ -121,7 +121,7 @@ class TrainingJob:
         cache = open_frame_cache(run, config, show_progress)
         run.write_config(config)
         vae = place(build_vae(config.vae), device)
-        rnn = build_rnn(config.rnn, vae.latent_shape).to(device)
+        rnn = build_rnn(config.rnn, vae).to(device)
         return cls(run, config, cache, vae, rnn, device, show_progress, on_event, stop)
 
     def run_to_end(self) -> Run:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from ..models import LatentRNN, VAE, tensor_to_frames
+from ..models import DreamModel, VAE, tensor_to_frames
 from ..plots import plot_losses, save_image_grid
 from ..rundir import RunDir
 from .control import step_generator
@@ -23,7 +23,7 @@ class Previews:
         save_image_grid(self.run.preview_path("reconstruction.png"),
                         [tensor_to_frames(images), tensor_to_frames(reconstruction)])
 
-    def dream(self, vae: VAE, rnn: LatentRNN, first: torch.Tensor) -> None:
+    def dream(self, vae: VAE, rnn: DreamModel, first: torch.Tensor) -> None:
         """Two rows of a dream that starts from the latent `first` (1, *latent_shape), at the run's temperature."""
         with evaluating(vae, rnn):
             dreamed, _, _ = rnn.rollout(first, None, DREAM_FRAMES, rnn.config.temperature,

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import torch
 
-from ..models import LatentRNN, VAE, reparameterise
+from ..models import DreamModel, VAE, reparameterise
 from ..rundir import RunDir
 from .control import step_generator
 from .loop import TrainState, descend, evaluating
@@ -18,7 +18,8 @@ class LatentWindows:
     cross from one source into the next."""
 
     def __init__(self, latents: dict[str, torch.Tensor], seq_len: int, device: torch.device):
-        self.mu, self.logvar = latents["mu"].to(device), latents["logvar"].to(device)
+        self.mu = latents["mu"].to(device)
+        self.logvar = latents["logvar"].to(device) if "logvar" in latents else None  # None: deterministic codes
         self.seq_len = seq_len
         self.train_ranges = [tuple(r) for r in latents["train"].tolist()]
         self.held_out_ranges = [tuple(r) for r in latents["val"].tolist()]
@@ -34,8 +35,8 @@ class LatentWindows:
         return len(window_starts(self.train_ranges, self.seq_len, 0))
 
     def sample(self, generator: torch.Generator) -> torch.Tensor:
-        """One draw of every frame's latent from its posterior."""
-        return reparameterise(self.mu, self.logvar, generator)
+        """One draw of every frame's latent from its posterior (the latents themselves where they are codes)."""
+        return self.mu if self.logvar is None else reparameterise(self.mu, self.logvar, generator)
 
     def cut(self, z: torch.Tensor, starts: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """(inputs, targets) of the windows at `starts`, each (B, seq_len, *latent_shape), targets one step on."""
@@ -63,7 +64,7 @@ def window_starts(ranges: list[tuple[int, int]], seq_len: int, offset: int) -> n
     return np.asarray(starts, dtype=np.int64)
 
 
-def rnn_train_step(rnn: LatentRNN, optimizer: torch.optim.Optimizer, inputs: torch.Tensor,
+def rnn_train_step(rnn: DreamModel, optimizer: torch.optim.Optimizer, inputs: torch.Tensor,
                    targets: torch.Tensor, generator: torch.Generator | None = None) -> float:
     """One optimizer step on windows of latents; the model's loss (mean NLL per step). `generator` draws the
     dropout mask, if any."""
@@ -79,7 +80,7 @@ class RNNStage:
 
     name = "rnn"
 
-    def __init__(self, rnn: LatentRNN, vae: VAE, windows: LatentWindows, run: RunDir, previews: Previews,
+    def __init__(self, rnn: DreamModel, vae: VAE, windows: LatentWindows, run: RunDir, previews: Previews,
                  state: TrainState, *, batch_size: int, epochs: int | None, seed: int):
         self.rnn, self.vae, self.windows, self.run, self.previews, self.state = rnn, vae, windows, run, previews, state
         self.optimizer = torch.optim.Adam(rnn.parameters(), lr=rnn.config.lr)

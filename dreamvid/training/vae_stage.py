@@ -101,13 +101,14 @@ class VAEStage:
 
 def encode_latents(vae: VAE, cache: FrameCache, run: RunDir, device: torch.device, bf16: bool,
                    show_progress: bool) -> None:
-    """Every cached frame's latent (mu, logvar), each (N, *latent_shape), into latents.safetensors."""
+    """Every cached frame's latent (mu, and logvar for a Gaussian VAE), each (N, *latent_shape), into
+    latents.safetensors."""
     with evaluating(vae):
         mu, logvar = encode_frames(vae, cache.frames, device, bf16, show_progress)
     # Sequence and held-out bounds travel with the latents, so dreaming never needs the frame cache.
     bounds = {"sequences": [(s.start, s.stop) for s in cache.sequences], "train": cache.split_ranges("train"),
               "val": cache.split_ranges("val")}
-    run.save_latents({"mu": mu, "logvar": logvar,
+    run.save_latents({"mu": mu, **({} if logvar is None else {"logvar": logvar}),
                       **{part: torch.tensor(ranges, dtype=torch.int64).view(-1, 2) for part, ranges in bounds.items()}})
 
 

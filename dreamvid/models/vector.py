@@ -1,55 +1,21 @@
-"""The two networks: a VAE for the look of a frame, an RNN for how latents move.
-
-Every VAE maps float frames in [0, 1], shape (B, 3, S, S), to latents (B, *latent_shape) and back, and owns its
-training loss. Every RNN maps a latent sequence to the parameters of the next latent's distribution; `params` is a
-tuple the same RNN's `nll`, `mean` and `sample` understand, and it owns its training loss and held-out NLL, so
-training and dreaming never ask which kind it is.
+"""The vector family: a frame as one latent vector (the 2016 notebook's dense VAE, World Models' conv VAE) and an
+LSTM over those vectors (World Models' MDN-RNN, the 2016 regression LSTM).
 """
 from __future__ import annotations
 
 import math
 from typing import Callable
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import RNNConfig, VAEConfig
+from ..config import RNNConfig, VAEConfig
+from .base import VAE, DreamModel
 
 Params = tuple[torch.Tensor, ...]
 State = tuple[torch.Tensor, torch.Tensor] | None  # the LSTM's (h, c)
 LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
-
-
-def frames_to_tensor(frames: np.ndarray | torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
-    """uint8 (N, S, S, 3) frames, as an array or a tensor -> float (N, 3, S, S) in [0, 1] on `device`."""
-    if not torch.is_tensor(frames):
-        frames = np.asarray(frames)
-        if not frames.flags.writeable:  # a read-only memmap slice: torch wants memory it may write
-            frames = frames.copy()
-        frames = torch.from_numpy(frames)
-    return frames.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255)
-
-
-def tensor_to_frames(images: torch.Tensor) -> np.ndarray:
-    """float (N, 3, S, S) in [0, 1] -> uint8 (N, S, S, 3) frames."""
-    return images.float().clamp(0, 1).mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-
-
-@torch.no_grad()
-def encode_frames(vae: "VAE", frames: np.ndarray, device: torch.device, bf16: bool = False,
-                  progress: bool = False, batch: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
-    """(mu, logvar) on the CPU for every frame of a uint8 (N, S, S, 3) array, encoded in batches."""
-    from tqdm import tqdm
-    from .device import autocast
-    mus, logvars = [], []
-    for start in tqdm(range(0, len(frames), batch), desc="ENC", disable=not progress, leave=False):
-        with autocast(device, bf16):
-            mu, logvar = vae.encode(frames_to_tensor(frames[start:start + batch], device))
-        mus.append(mu.float().cpu())
-        logvars.append(logvar.float().cpu())
-    return torch.cat(mus), torch.cat(logvars)
 
 
 def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -63,17 +29,9 @@ def reparameterise(mu: torch.Tensor, logvar: torch.Tensor, generator: torch.Gene
     return mu + torch.exp(0.5 * logvar) * eps
 
 
-class VAE(nn.Module):
-    """Shared VAE machinery: reparameterisation and the loss; subclasses define the encoder and decoder.
-
-    A VAE owns what it is trained on: `loss` is all the training loop asks of it, so another family (a spatial
-    latent map, a quantised code) brings its own loss and the loop stays as it is."""
-
-    config: VAEConfig
-    latent_shape: tuple[int, ...]            # one frame's latent: (z_dim,) here
-
-    def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        raise NotImplementedError
+class GaussianVAE(VAE):
+    """Shared machinery of a VAE with a Gaussian posterior over one latent vector: reparameterisation and the loss;
+    subclasses define the encoder and decoder."""
 
     def decode_logits(self, z: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -105,7 +63,7 @@ class VAE(nn.Module):
         return per_pixel.flatten(1).sum(1).mean()
 
 
-class ConvVAE(VAE):
+class ConvVAE(GaussianVAE):
     """World Models' layout: k4 s2 convolutions 32/64/128/256 down to 4x4 (one more stage per doubling), then
     one latent vector."""
 
@@ -139,7 +97,7 @@ class ConvVAE(VAE):
         return self.decoder(hidden)
 
 
-class DenseVAE(VAE):
+class DenseVAE(GaussianVAE):
     """The 2016 notebook's VAE: flattened pixels through softplus layers."""
 
     def __init__(self, config: VAEConfig):
@@ -210,7 +168,7 @@ class LayerNormLSTM(nn.Module):
         return x, (torch.stack(hs), torch.stack(cs))
 
 
-class LatentRNN(nn.Module):
+class LatentRNN(DreamModel):
     """An LSTM over latents; subclasses choose the head and the next-latent distribution.
 
     A dream model owns what it is trained and scored on: `loss` for a batch of windows and `sequence_nll` for a
@@ -247,12 +205,6 @@ class LatentRNN(nn.Module):
         """The mean NLL per step of `targets` (B, T, z), each predicted from `inputs` up to it."""
         params, _ = self(inputs, generator=generator)
         return self.nll(params, targets).mean()
-
-    @torch.no_grad()
-    def sequence_nll(self, latents: torch.Tensor, first_scored: int) -> torch.Tensor:
-        """Teacher-forced NLL of each of latents[first_scored:] (T, z), predicted from every latent before it."""
-        params, _ = self(latents[:-1].unsqueeze(0))
-        return self.nll(params, latents[1:].unsqueeze(0))[0, first_scored - 1:]
 
     def step(self, z: torch.Tensor, state: State = None) -> tuple[Params, State]:
         """One time step: z (B, z) -> params with leading dim B. An nn.LSTM is stepped through its cell functions:
@@ -376,16 +328,3 @@ class RegressionRNN(LatentRNN):
         prediction = params[0]
         uniform = (noise or self.draw_noise(prediction.shape, generator, prediction.device))[0]
         return prediction + self.config.feed_noise * temperature * (uniform * 2 - 1), prediction
-
-
-VAE_KINDS = {"conv": ConvVAE, "dense": DenseVAE}
-RNN_KINDS = {"mdn": MDNRNN, "regression": RegressionRNN}
-
-
-def build_vae(config: VAEConfig) -> VAE:
-    return VAE_KINDS[config.kind](config)
-
-
-def build_rnn(config: RNNConfig, latent_shape: int | tuple[int, ...]) -> LatentRNN:
-    """The dream model `config` describes, over latents of `latent_shape` (a VAE's; an int is a vector's size)."""
-    return RNN_KINDS[config.kind](config, (latent_shape,) if isinstance(latent_shape, int) else tuple(latent_shape))
