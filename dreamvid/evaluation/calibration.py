@@ -37,19 +37,16 @@ FLAG_RULES = [
 ]
 
 
-def calibrate(source: M.Source, n_frames: int, *, seed: int = 0, names=M.REFERENCE_NAMES,
-              diversity: tuple[int, int] = (DIVERSITY_DREAMS, DIVERSITY_HORIZON), progress=None) -> dict:
+def calibrate(source: M.Source, n_frames: int, *, seed: int = 0, progress=None) -> dict:
     """Score each reference dream (`n_frames` long) with `score` against `source`: {name: score output}, each
     with a "strip" of frames for the report."""
     results = {}
-    n_div, horizon = diversity
     start = int(np.random.default_rng(seed + 7).integers(len(source.frames)))
-    for name in names:
-        dist = source.distances() if name == "texture" else None
+    for name in M.REFERENCE_NAMES:
+        dist = source.distances if name == "texture" else None
         frames = M.reference_dream(name, source.train, n_frames, seed, fps=source.fps, dist=dist)
-        variants = [M.reference_dream(name, source.train, horizon, seed + 1 + k, fps=source.fps, start=start,
-                                      dist=dist)
-                    for k in range(n_div)] if n_div >= 2 else None
+        variants = [M.reference_dream(name, source.train, DIVERSITY_HORIZON, seed + 1 + k, fps=source.fps,
+                                      start=start, dist=dist) for k in range(DIVERSITY_DREAMS)]
         results[name] = score(frames, source=source, diversity_dreams=variants, seed=seed)
         results[name]["strip"] = frames[M.evenly(len(frames), STRIP_FRAMES)]
         del frames
@@ -102,8 +99,7 @@ def flags_for(metrics: dict, ranges: dict) -> list[dict]:
         value = _num(get(metrics, key))
         if value is None:
             continue
-        if low is not None and value < low:
-            out.append({"metric": key, "value": value, "range": [low, high], "side": "low"})
-        elif high is not None and value > high:
-            out.append({"metric": key, "value": value, "range": [low, high], "side": "high"})
+        side = "low" if low is not None and value < low else "high" if high is not None and value > high else None
+        if side is not None:
+            out.append({"metric": key, "value": value, "range": [low, high], "side": side})
     return out

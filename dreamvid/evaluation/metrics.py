@@ -10,7 +10,7 @@ pixels per frame at the evaluation size.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from functools import cached_property
 
 import cv2
 import numpy as np
@@ -59,14 +59,9 @@ def concat(seqs: list[np.ndarray]) -> np.ndarray:
 
 def next_index(seqs: list[np.ndarray]) -> np.ndarray:
     """For each frame of the concatenated sequences, the index of the frame after it in its sequence, or -1."""
-    nxt = []
-    start = 0
-    for s in seqs:
-        idx = np.arange(start + 1, start + len(s) + 1)
-        idx[-1] = -1
-        nxt.append(idx)
-        start += len(s)
-    return np.concatenate(nxt)
+    nxt = np.arange(1, sum(map(len, seqs)) + 1)
+    nxt[np.cumsum([len(s) for s in seqs]) - 1] = -1
+    return nxt
 
 
 def evenly(n: int, k: int) -> np.ndarray:
@@ -77,16 +72,8 @@ def evenly(n: int, k: int) -> np.ndarray:
 
 
 def to_float(frames: np.ndarray) -> torch.Tensor:
-    """uint8 (N, S, S, 3) -> float (N, 3, S, S) in grey levels."""
-    return _tensor(frames).permute(0, 3, 1, 2).float()
-
-
-def _tensor(array: np.ndarray) -> torch.Tensor:
-    """A tensor over `array` (copied when it is read-only, e.g. a memmap of the frame cache)."""
-    array = np.ascontiguousarray(array)
-    if not array.flags.writeable:
-        array = array.copy()
-    return torch.from_numpy(array)
+    """uint8 (N, S, S, 3) -> float (N, 3, S, S) in grey levels (via a copy: `frames` may be a read-only memmap)."""
+    return torch.from_numpy(np.array(frames)).permute(0, 3, 1, 2).float()
 
 
 def frame_features(frames: np.ndarray, side: int = FEATURE_SIDE) -> torch.Tensor:
@@ -233,15 +220,11 @@ def flicker_values(seqs: list[np.ndarray]) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------- patches
 
 
-def patch_geometry(side: int) -> tuple[int, int]:
-    """Patch size and stride at frame size `side` (8 and 4 at 64 px)."""
-    p = max(4, side // 8)
-    return p, max(1, p // 2)
-
-
 def _patch_grid(frames: np.ndarray) -> np.ndarray:
-    """A view (n, rows, cols, 3, p, p) of every patch on the stride grid (no copy)."""
-    p, s = patch_geometry(frames.shape[1])
+    """A view (n, rows, cols, 3, p, p) of every patch on the stride grid (no copy); patches of side/8 px (at least 4)
+    at a stride of half that (8 and 4 at 64 px)."""
+    p = max(4, frames.shape[1] // 8)
+    s = max(1, p // 2)
     view = np.lib.stride_tricks.sliding_window_view(frames, (p, p), axis=(1, 2))
     return view[:, ::s, ::s]
 
@@ -280,10 +263,9 @@ def kmeans(x: torch.Tensor, k: int = KMEANS_K, iters: int = KMEANS_ITERS, seed: 
     centroids = [x[torch.randint(len(x), (1,), generator=g)].squeeze(0)]
     d2 = ((x - centroids[0]) ** 2).sum(1)
     for _ in range(1, k):
-        if float(d2.sum()) <= 0:
-            centroids.append(x[torch.randint(len(x), (1,), generator=g)].squeeze(0))
-        else:
-            centroids.append(x[torch.multinomial(d2, 1, generator=g)].squeeze(0))
+        spread = float(d2.sum()) > 0  # else every point is a centroid already: any one will do
+        pick = torch.multinomial(d2, 1, generator=g) if spread else torch.randint(len(x), (1,), generator=g)
+        centroids.append(x[pick].squeeze(0))
         d2 = torch.minimum(d2, ((x - centroids[-1]) ** 2).sum(1))
     c = torch.stack(centroids)
     for _ in range(iters):
@@ -335,32 +317,12 @@ def copy_runs(dream_feats: torch.Tensor, src_feats: torch.Tensor, nxt: np.ndarra
 # ---------------------------------------------------------------------------------------------- source
 
 
-@dataclass
 class Source:
     """What scoring needs from the source, computed once and shared by the dream and every reference."""
-    train: list[np.ndarray]
-    heldout: list[np.ndarray]
-    fps: float
-    seed: int = 0
-    frames: np.ndarray = field(init=False)
-    feats: torch.Tensor = field(init=False)
-    nxt: np.ndarray = field(init=False)
-    copy_threshold: float = field(init=False)
-    bank: torch.Tensor = field(init=False)
-    heldout_patch: float = field(init=False)
-    centroids: torch.Tensor = field(init=False)
-    cluster_hist: np.ndarray = field(init=False)
-    assign: np.ndarray = field(init=False)
-    diffs: np.ndarray = field(init=False)
-    flows: np.ndarray = field(init=False)
-    flicker: float = field(init=False)
-    lap: np.ndarray = field(init=False)
-    lum: np.ndarray = field(init=False)
-    pixel_std: float = field(init=False)
 
-    def __post_init__(self):
-        self.train = as_sequences(self.train)
-        self.heldout = as_sequences(self.heldout)
+    def __init__(self, train, heldout, fps: float, seed: int = 0):
+        self.train, self.heldout = as_sequences(train), as_sequences(heldout)
+        self.fps, self.seed = fps, seed
         if sum(len(s) for s in self.train) < 2:
             raise ValueError("the source needs at least 2 training frames")
         if sum(len(s) for s in self.heldout) < 1:
@@ -390,32 +352,25 @@ class Source:
     def side(self) -> int:
         return self.frames.shape[1]
 
+    @cached_property
     def distances(self) -> np.ndarray:
         """RMS distances between all pairs of training frames (16x16 features), computed once."""
-        if getattr(self, "_dist", None) is None:
-            self._dist = frame_distances(self.feats)
-        return self._dist
+        return frame_distances(self.feats)
 
 
 # ---------------------------------------------------------------------------------------------- reference dreams
 
 
-def reference_dreams(source_frames, n_frames: int, seed: int = 0, *, fps: float | None = None,
-                     start: int | None = None, names=REFERENCE_NAMES) -> dict[str, np.ndarray]:
-    """Reference dreams built from the source (an array or a list of sequences), each `n_frames` long.
-
-    replay: the source played in order, looped. shuffled: source frames in random order. frozen: one
-    source frame repeated. blurred: replay with a Gaussian blur (sigma = size/48). texture: a Schodl-style
-    video texture, playing the source and jumping now and then to a frame whose predecessor looks like the
-    current frame. `start` fixes the first frame (index into the concatenated source), else it is drawn from
-    `seed`.
-    """
-    return {name: reference_dream(name, source_frames, n_frames, seed, fps=fps, start=start) for name in names}
+def reference_dreams(source_frames, n_frames: int, seed: int = 0, *, fps: float | None = None) -> dict[str, np.ndarray]:
+    """Every reference dream (REFERENCE_DREAMS), each `n_frames` long (see `reference_dream`)."""
+    return {name: reference_dream(name, source_frames, n_frames, seed, fps=fps) for name in REFERENCE_NAMES}
 
 
 def reference_dream(name: str, source_frames, n_frames: int, seed: int = 0, *, fps: float | None = None,
                     start: int | None = None, dist: np.ndarray | None = None) -> np.ndarray:
-    """One reference dream (see `reference_dreams`); `dist`: optional precomputed `frame_distances`."""
+    """The reference dream `name` (REFERENCE_DREAMS) built from the source (an array or a list of sequences).
+    `start` fixes the first frame (index into the concatenated source), else it is drawn from `seed`; `dist`:
+    optional precomputed `frame_distances`."""
     seqs = as_sequences(source_frames)
     frames = concat(seqs)
     m = len(frames)

@@ -19,6 +19,8 @@ from .scoring import DIVERSITY_DREAMS, DIVERSITY_HORIZON
 
 PREDICTION_KS = (1, 8, 32)
 PREDICTION_CONTEXT = 16
+MAX_STARTS = 64    # open-loop start points per held-out sequence
+MAX_DECODE = 256   # point predictions decoded for PSNR, per k
 
 
 @runtime_checkable
@@ -40,6 +42,7 @@ class DreamerModels:
     def __init__(self, dreamer, chunk: int = 256):
         self.dreamer, self.rnn, self.chunk = dreamer, dreamer.rnn, chunk
         self.device = next(iter(self.rnn.parameters()), torch.zeros(0)).device
+        self.step, self.mean, self.nll = self.rnn.step, self.rnn.mean, self.rnn.nll
 
     @torch.no_grad()
     def encode(self, frames: np.ndarray) -> torch.Tensor:
@@ -55,15 +58,6 @@ class DreamerModels:
     def initial_state(self, batch: int):
         init = getattr(self.rnn, "initial_state", None)
         return init(batch) if callable(init) else None
-
-    def step(self, z: torch.Tensor, state):
-        return self.rnn.step(z, state)
-
-    def mean(self, params) -> torch.Tensor:
-        return self.rnn.mean(params)
-
-    def nll(self, params, z: torch.Tensor) -> torch.Tensor:
-        return self.rnn.nll(params, z)
 
 
 def latent_models(models) -> LatentModels:
@@ -90,13 +84,13 @@ def measure_models(dreamer, heldout: list[np.ndarray], *, temperature: float, se
     return ModelMetrics(groups, reconstructed, dreams, seed_frame)
 
 
-def reconstruction(models, heldout: list[np.ndarray], max_frames: int = 512) -> tuple[dict, np.ndarray]:
-    """PSNR, SSIM and sharpness ratio of the VAE's reconstructions (decoded means) of held-out frames, and
+def reconstruction(models, heldout: list[np.ndarray]) -> tuple[dict, np.ndarray]:
+    """PSNR, SSIM and sharpness ratio of the VAE's reconstructions (decoded means) of up to 512 held-out frames, and
     the reconstructions. The sharpness ratio is the ceiling for a dream's: dreams are decoded by the same
     decoder. `models`: a `Dreamer` or `LatentModels`."""
     models = latent_models(models)
     frames = M.concat(heldout)
-    frames = frames[M.evenly(len(frames), max_frames)]
+    frames = frames[M.evenly(len(frames), 512)]
     recon = models.decode(models.encode(frames))
     result = M.psnr_ssim(recon, frames)
     result["sharpness_ratio"] = M.ratio(float(M.laplacian_var(recon).mean()), float(M.laplacian_var(frames).mean()))
@@ -104,11 +98,10 @@ def reconstruction(models, heldout: list[np.ndarray], max_frames: int = 512) -> 
     return result, recon
 
 
-def model_diversity_dreams(dreamer, *, temperature: float, seed: int, frame_index: int,
-                           n: int = DIVERSITY_DREAMS, horizon: int = DIVERSITY_HORIZON) -> list[np.ndarray]:
-    """`n` dreams of `horizon` frames from the same seed frame, with seeds seed+1 .. seed+n."""
+def model_diversity_dreams(dreamer, *, temperature: float, seed: int, frame_index: int) -> list[np.ndarray]:
+    """DIVERSITY_DREAMS dreams of DIVERSITY_HORIZON frames from the same seed frame, with seeds seed+1, seed+2..."""
     return [np.asarray(dreamer.session(temperature=temperature, seed=seed + 1 + k, frame_index=frame_index)
-                       .next_frames(horizon)) for k in range(n)]
+                       .next_frames(DIVERSITY_HORIZON)) for k in range(DIVERSITY_DREAMS)]
 
 
 # ---------------------------------------------------------------------------------------------- prediction
@@ -124,8 +117,7 @@ class _Scores:
 
 
 @torch.no_grad()
-def prediction(models, heldout: list[np.ndarray], ks=PREDICTION_KS, context: int = PREDICTION_CONTEXT,
-               max_starts: int = 64, max_decode: int = 256) -> dict:
+def prediction(models, heldout: list[np.ndarray], context: int = PREDICTION_CONTEXT) -> dict:
     """Latent NLL and MSE and decoded-frame PSNR of the dream model on held-out sequences.
 
     Teacher-forced: each step is fed the true latent, predicting the next one. Open-loop at k: after
@@ -133,22 +125,22 @@ def prediction(models, heldout: list[np.ndarray], ks=PREDICTION_KS, context: int
     `models`: a `Dreamer` or `LatentModels`.
     """
     models = latent_models(models)
-    teacher, open_loop = _Scores(), {k: _Scores() for k in ks}
+    teacher, open_loop = _Scores(), {k: _Scores() for k in PREDICTION_KS}
     for seq in heldout:
         if len(seq) < 2:
             continue
         z = models.encode(seq).to(models.device)
         _teacher_forced(models, z, seq, teacher)
-        _open_loop(models, z, seq, open_loop, context, max_starts)
+        _open_loop(models, z, seq, open_loop, context)
     result = {"context": context, "teacher_forced": {
         "nll": float(np.mean(teacher.nll)) if teacher.nll else None,
         "mse": float(np.mean(teacher.mse)) if teacher.mse else None,
-        "psnr": _decoded_psnr(models, teacher, max_decode), "steps": len(teacher.nll)}, "open_loop": {}}
-    for k in ks:
+        "psnr": _decoded_psnr(models, teacher), "steps": len(teacher.nll)}, "open_loop": {}}
+    for k in PREDICTION_KS:
         entry = open_loop[k]
         result["open_loop"][str(k)] = None if not entry.nll else {
             "nll": float(torch.cat(entry.nll).mean()), "mse": float(torch.cat(entry.mse).mean()),
-            "psnr": _decoded_psnr(models, entry, max_decode), "starts": int(sum(len(x) for x in entry.nll))}
+            "psnr": _decoded_psnr(models, entry), "starts": int(sum(len(x) for x in entry.nll))}
     return result
 
 
@@ -168,14 +160,14 @@ def _teacher_forced(models: LatentModels, z: torch.Tensor, seq: np.ndarray, scor
 
 
 def _open_loop(models: LatentModels, z: torch.Tensor, seq: np.ndarray, scores: dict[int, _Scores],
-               context: int, max_starts: int) -> None:
+               context: int) -> None:
     """From start points t0 of one sequence (the last true latent fed), batched: `context` + 1 true latents, then
     the model's own point predictions; scored at each k of `scores`."""
     hmax = min(max(scores), len(z) - 1 - context)
     if hmax < 1:
         return
     starts = np.arange(context, len(z) - hmax)
-    starts = starts[M.evenly(len(starts), max_starts)]
+    starts = starts[M.evenly(len(starts), MAX_STARTS)]
     state = models.initial_state(len(starts))
     for c in range(context + 1):
         params, state = models.step(z[_rows(starts - context + c, z)], state)
@@ -195,11 +187,11 @@ def _rows(index: np.ndarray, z: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(index).to(z.device)
 
 
-def _decoded_psnr(models: LatentModels, scores: _Scores, max_decode: int) -> float | None:
-    """Mean PSNR of up to `max_decode` evenly spaced decoded point predictions against their true frames."""
+def _decoded_psnr(models: LatentModels, scores: _Scores) -> float | None:
+    """Mean PSNR of up to MAX_DECODE evenly spaced decoded point predictions against their true frames."""
     if not scores.pred:
         return None
     z = torch.cat(scores.pred)
     target = np.concatenate([np.asarray(t) for t in scores.target])
-    pick = M.evenly(len(z), max_decode)
+    pick = M.evenly(len(z), MAX_DECODE)
     return float(M.frame_psnr(models.decode(z[pick]), target[pick]).mean())

@@ -25,7 +25,7 @@ from . import metrics as M
 from .calibration import STRIP_FRAMES, calibrate, flag_ranges, flags_for
 from .model_metrics import measure_models
 from .report import write_report
-from .scoring import check_frames, patch_realism, prepare_source, score
+from .scoring import check_frames, prepare_source, realism_ratio, score
 
 REPORT_VERSION = 1
 
@@ -62,10 +62,9 @@ def evaluate(run_dir, *, dream=None, frames: int = 10000, temperature: float | N
 def _check_arguments(run_dir, dream, frames, temperature, reproject, out) -> tuple[RunDir, Path | None, Path]:
     """The run folder, the --dream video and the output folder, or a usage error naming what is wrong."""
     run = RunDir(run_dir)
-    if not run.path.exists():
-        raise UsageError(f"{run.path} does not exist", "pass a RUN_DIR made by dreamvid train")
     if not run.path.is_dir():
-        raise UsageError(f"{run.path} is not a folder", "pass a RUN_DIR made by dreamvid train")
+        problem = "is not a folder" if run.path.exists() else "does not exist"
+        raise UsageError(f"{run.path} {problem}", "pass a RUN_DIR made by dreamvid train")
     if temperature is not None and not temperature > 0:
         raise UsageError(f"temperature must be greater than 0, got {temperature}", "use e.g. --temperature 1.0")
     if dream is None and (isinstance(frames, bool) or not isinstance(frames, int) or frames < 2):
@@ -128,8 +127,7 @@ def _generate_dream(dreamer, frames: int, temperature: float, seed: int, reproje
 
 def report_from_frames(dream_frames, train_frames, heldout_frames, fps: float, *, out=None, seed: int = 0,
                        diversity_dreams=None, model: dict | None = None, reconstructed=None,
-                       meta: dict | None = None,
-                       calibration: bool = True, progress: bool = False, timings: dict | None = None,
+                       meta: dict | None = None, progress: bool = False, timings: dict | None = None,
                        started: float | None = None) -> dict:
     """Score a dream given as arrays, calibrate with the reference dreams, and (if `out`) write
     report.json and report.html there. `model`: extra groups (reconstruction, prediction) to include;
@@ -145,12 +143,9 @@ def report_from_frames(dream_frames, train_frames, heldout_frames, fps: float, *
     with _timed(timings, "score_s"):
         result = score(dream, source=src, diversity_dreams=diversity_dreams, seed=seed)
     metrics = _with_model_groups(result["metrics"], model, reconstructed, src, seed)
-    cal, ranges = {}, {}
     with _timed(timings, "calibration_s"):
-        if calibration:
-            cal = calibrate(src, len(dream), seed=seed,
-                            progress=lambda name: _say(progress, f"scored reference '{name}'"))
-            ranges = flag_ranges(cal)
+        cal = calibrate(src, len(dream), seed=seed, progress=lambda name: _say(progress, f"scored reference '{name}'"))
+        ranges = flag_ranges(cal)
     timings["total_s"] = time.perf_counter() - started
     report = {"version": REPORT_VERSION, "meta": _meta(meta, src, dream, seed), "metrics": metrics,
               "flags": flags_for(metrics, ranges), "ranges": ranges,
@@ -167,7 +162,7 @@ def _with_model_groups(scored: dict, model: dict | None, reconstructed, src: M.S
     metrics = {**(model or {}), **scored}
     if reconstructed is not None and "reconstruction" in metrics:
         frames = check_frames(reconstructed, "reconstructions", src.side)
-        metrics["reconstruction"] = {**metrics["reconstruction"], "realism_ratio": patch_realism(frames, src, seed)[2]}
+        metrics["reconstruction"] = {**metrics["reconstruction"], "realism_ratio": realism_ratio(frames, src, seed)}
     return metrics
 
 

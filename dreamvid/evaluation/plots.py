@@ -7,11 +7,15 @@ import math
 import numpy as np
 
 
-def _figure(width=6.0, height=3.0):
+def _figure(width: float = 6.0, height: float = 3.0):
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(width, height), dpi=100)
-    return fig
+    return Figure(figsize=(width, height), dpi=100)
+
+
+def _axes():
+    fig = _figure()
+    return fig, fig.add_subplot()
 
 
 def _fig_png(fig) -> bytes:
@@ -21,9 +25,17 @@ def _fig_png(fig) -> bytes:
     return buf.getvalue()
 
 
+def _finish(fig, ax, title: str, xlabel: str, ylabel: str) -> bytes:
+    """Title, axis labels and legend of a one-plot figure, then its PNG."""
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.legend()
+    return _fig_png(fig)
+
+
 def hist_plot(entry: dict, title: str, xlabel: str) -> bytes:
-    fig = _figure()
-    ax = fig.add_subplot()
+    fig, ax = _axes()
     edges = np.array(entry["edges"])
     centers = (edges[:-1] + edges[1:]) / 2
     width = edges[1] - edges[0]
@@ -32,25 +44,15 @@ def hist_plot(entry: dict, title: str, xlabel: str) -> bytes:
     ax.bar(centers, entry["dream"], width=width, alpha=0.5, label="dream", color="tab:orange")
     if entry.get("threshold") is not None:
         ax.axvline(entry["threshold"], color="k", ls="--", label="copy threshold")
-    ax.set_title(title)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel("share")
-    ax.legend()
-    return _fig_png(fig)
+    return _finish(fig, ax, title, xlabel, "share")
 
 
 def clusters_plot(entry: dict) -> bytes:
-    fig = _figure()
-    ax = fig.add_subplot()
-    k = len(entry["source"])
-    x = np.arange(k)
+    fig, ax = _axes()
+    x = np.arange(len(entry["source"]))
     ax.bar(x - 0.2, entry["source"], width=0.4, label="source")
     ax.bar(x + 0.2, entry["dream"], width=0.4, label="dream")
-    ax.set_title("cluster visits (k-means of training frames)")
-    ax.set_xlabel("cluster")
-    ax.set_ylabel("share of frames")
-    ax.legend()
-    return _fig_png(fig)
+    return _finish(fig, ax, "cluster visits (k-means of training frames)", "cluster", "share of frames")
 
 
 def drift_plot(entry: dict, fps: float) -> bytes:
@@ -80,30 +82,21 @@ def drift_plot(entry: dict, fps: float) -> bytes:
 
 
 def diversity_plot(curve: list, fps: float) -> bytes:
-    fig = _figure()
-    ax = fig.add_subplot()
+    fig, ax = _axes()
     ax.plot(np.arange(len(curve)) / fps, curve, color="tab:orange")
     ax.axhline(1.0, color="tab:blue", ls="--", label="source's own variety")
-    ax.set_title("diversity across dreams from one seed frame")
-    ax.set_xlabel("time since the seed frame (s)")
-    ax.set_ylabel("pixel std / source's")
-    ax.legend()
-    return _fig_png(fig)
+    return _finish(fig, ax, "diversity across dreams from one seed frame", "time since the seed frame (s)",
+                   "pixel std / source's")
 
 
 def prediction_plot(pred: dict) -> bytes | None:
     ks = [k for k, v in pred.get("open_loop", {}).items() if v and v.get("psnr") is not None]
     if not ks:
         return None
-    fig = _figure()
-    ax = fig.add_subplot()
+    fig, ax = _axes()
     ax.plot([int(k) for k in ks], [pred["open_loop"][k]["psnr"] for k in ks], "o-", label="open loop")
     tf = pred.get("teacher_forced", {}).get("psnr")
     if tf is not None:
         ax.axhline(tf, color="k", ls="--", label="teacher-forced (1 step)")
     ax.set_xscale("log", base=2)
-    ax.set_xlabel("steps ahead k")
-    ax.set_ylabel("decoded PSNR (dB)")
-    ax.set_title("prediction on held-out sequences")
-    ax.legend()
-    return _fig_png(fig)
+    return _finish(fig, ax, "prediction on held-out sequences", "steps ahead k", "decoded PSNR (dB)")

@@ -104,11 +104,7 @@ EXPLAIN.update({
 def format_value(key: str, value) -> str:
     if value is None:
         return "-"
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bool):
-        return str(value)
-    if isinstance(value, int):
+    if isinstance(value, (str, int)):  # bool included
         return str(value)
     if not isinstance(value, float) or not math.isfinite(value):
         return "-"
@@ -243,25 +239,27 @@ def _headline_section(report: dict) -> list[str]:
     """The headline numbers of the dream beside their range and every reference dream's value."""
     metrics, ranges, cal = report.get("metrics", {}), report.get("ranges", {}), report.get("calibration", {})
     names = [n for n in REFERENCE_NAMES if n in cal]
-    dream_flags = flagged(report)
     rows = []
     for key, label, why in HEADLINE:
-        value = get(metrics, key)
-        if value is None and not any(get(cal[n]["metrics"], key) is not None for n in names):
+        if get(metrics, key) is None and not any(get(cal[n]["metrics"], key) is not None for n in names):
             continue
-        cls = ' class="flag"' if key in dream_flags else ""
-        cells = "".join(_reference_cell(cal[n], key) for n in names)
-        rows.append(f'<tr><td class="l">{_e(label)}</td><td{cls}>{format_value(key, value)}</td>'
+        cells = "".join(_cell(cal[n], key, "rflag") for n in names)
+        rows.append(f'<tr><td class="l">{_e(label)}</td>{_cell(report, key, "flag")}'
                     f"<td>{_range_text(ranges.get(key))}</td>{cells}<td class=\"why\">{_e(why)}</td></tr>")
-    head = "".join(f"<th>{_e(n)}</th>" for n in names)
+    head = _heads(names)
     return ["<h2>Headline numbers and calibration</h2>", _calibration_note(),
             f'<table><tr><th class="l">metric</th><th>dream</th><th>reference range</th>{head}'
             f'<th class="l">what it means</th></tr>{"".join(rows)}</table>']
 
 
-def _reference_cell(reference: dict, key: str) -> str:
-    cls = ' class="rflag"' if key in flagged(reference) else ""
-    return f"<td{cls}>{format_value(key, get(reference['metrics'], key))}</td>"
+def _cell(scored: dict, key: str, flag_class: str | None = None) -> str:
+    """The value of `key` in a report or calibration entry as a table cell, marked `flag_class` when flagged."""
+    cls = f' class="{flag_class}"' if flag_class and key in flagged(scored) else ""
+    return f"<td{cls}>{format_value(key, get(scored.get('metrics', {}), key))}</td>"
+
+
+def _heads(names) -> str:
+    return "".join(f"<th>{_e(name)}</th>" for name in names)
 
 
 def _model_section(metrics: dict) -> list[str]:
@@ -369,15 +367,12 @@ def write_compare_html(path: Path, reports: list[tuple[str, dict]]) -> Path:
 def _compare_table(reports: list[tuple[str, dict]]) -> str:
     rows = []
     for key, label, why in HEADLINE:
-        cells = []
-        for _, report in reports:
-            cls = ' class="flag"' if key in flagged(report) else ""
-            cells.append(f"<td{cls}>{format_value(key, get(report.get('metrics', {}), key))}</td>")
-        rows.append(f'<tr><td class="l">{_e(label)}</td>{"".join(cells)}<td class="why">{_e(why)}</td></tr>')
+        cells = "".join(_cell(report, key, "flag") for _, report in reports)
+        rows.append(f'<tr><td class="l">{_e(label)}</td>{cells}<td class="why">{_e(why)}</td></tr>')
     for key, label in (("reconstruction.psnr", "reconstruction PSNR"), ("reconstruction.ssim", "reconstruction SSIM")):
-        cells = "".join(f"<td>{format_value(key, get(r.get('metrics', {}), key))}</td>" for _, r in reports)
+        cells = "".join(_cell(report, key) for _, report in reports)
         rows.append(f'<tr><td class="l">{label}</td>{cells}<td class="why">{_e(MODEL_EXPLAIN[key])}</td></tr>')
-    head = "".join(f"<th>{_e(name)}</th>" for name, _ in reports)
+    head = _heads(name for name, _ in reports)
     return f'<table><tr><th class="l">metric</th>{head}<th class="l">what it means</th></tr>{"".join(rows)}</table>'
 
 
@@ -392,8 +387,8 @@ def _calibration_summary(name: str, report: dict) -> list[str]:
         return out
     rows = []
     for key, label, _ in HEADLINE:
-        cells = "".join(f"<td>{format_value(key, get(cal[n]['metrics'], key))}</td>" for n in names)
-        rows.append(f'<tr><td class="l">{_e(label)}</td><td>{format_value(key, get(report["metrics"], key))}</td>'
+        cells = "".join(_cell(cal[n], key) for n in names)
+        rows.append(f'<tr><td class="l">{_e(label)}</td>{_cell(report, key)}'
                     f"<td>{_range_text(report.get('ranges', {}).get(key))}</td>{cells}</tr>")
-    head = "".join(f"<th>{_e(n)}</th>" for n in names)
+    head = _heads(names)
     return out + [f'<table><tr><th class="l">metric</th><th>dream</th><th>range</th>{head}</tr>{"".join(rows)}</table>']

@@ -103,10 +103,9 @@ def per_frame(dream: np.ndarray, src: M.Source, seed: int = 0) -> PerFrame:
                     lap=M.laplacian_var(dream), lum=M.luminance(dream))
 
 
-def patch_realism(frames: np.ndarray, src: M.Source, seed: int = 0) -> tuple[np.ndarray, np.ndarray, float]:
-    """Sampled frame indices, their mean patch distances to the bank, and the realism ratio of `frames`."""
-    idx, dist = M.patch_distances(frames, src.bank, seed=seed)
-    return idx, dist, M.ratio(float(dist.mean()), src.heldout_patch)
+def realism_ratio(frames: np.ndarray, src: M.Source, seed: int = 0) -> float:
+    """The realism ratio of `frames` (the reconstructions' beside the dream's)."""
+    return M.ratio(float(M.patch_distances(frames, src.bank, seed=seed)[1].mean()), src.heldout_patch)
 
 
 def realism(frames: PerFrame, src: M.Source) -> dict:
@@ -237,9 +236,7 @@ def _dream_curves(frames: PerFrame, windows: list, src: M.Source) -> dict:
 
 
 def _source_curves(src: M.Source, windows: list) -> dict:
-    # Source pair positions (index of a pair's first frame in the concatenated training frames).
-    starts = np.cumsum([0] + [len(s) for s in src.train[:-1]])
-    pair_pos = np.concatenate([start + np.arange(len(s) - 1) for start, s in zip(starts, src.train)])
+    pair_pos = np.nonzero(src.nxt >= 0)[0]  # each source pair's first frame in the concatenated training frames
     return {
         "motion": _window_means(windows, src.diffs, pair_pos),
         "sharpness": _window_means(windows, src.lap),
