@@ -1,24 +1,16 @@
 """`dreamvid serve`: the browser studio -- a live endless dream with controls, training from the page, a gallery.
 
-`serve(...)` runs it (blocking); `create_app(...)` returns the Starlette app (tests, embedding).
+`serve(...)` runs it (blocking); `create_app(...)` returns the Starlette app (tests, embedding). Both load
+lazily, so importing the package does not import the web stack.
 """
 from __future__ import annotations
 
 __all__ = ["serve", "create_app"]
 
 
-def serve(*args, **kwargs):
-    from .app import serve as _serve
+def __getattr__(name: str):
+    if name in __all__:
+        from . import app
 
-    return _serve(*args, **kwargs)
-
-
-def create_app(*args, **kwargs):
-    from .app import create_app as _create_app
-
-    return _create_app(*args, **kwargs)
-
-
-serve.__doc__ = """serve(run_dirs, runs_dir=None, host="127.0.0.1", port=7860, data_dir=None, max_upload_bytes=2 GiB)
-
-Run the studio until Ctrl-C (blocks). Warns on stderr when `host` is not loopback."""
+        return getattr(app, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,23 +1,5 @@
 """The studio's web app: one `Studio` (the runs, the training queue, the loaded models, the limits) whose
-methods are the routes of `Studio.ROUTES`, built into a Starlette app by `Studio.app()`.
-
-Routes
-  GET  /                              the page (static, shipped in the package)
-  GET  /api/info                      presets, sizes, upload limit, where things are stored
-  GET  /api/runs                      runs with status, preview, eval report and recorded dreams
-  GET  /api/runs/{id}/preview         newest preview PNG
-  GET  /api/runs/{id}/frames/{i}      source frame i (JPEG), for "restart from this frame"
-  GET  /api/runs/{id}/report          RUN_DIR/eval/report.html
-  GET  /api/runs/{id}/dreams/{name}   a recorded dream, as a download
-  POST /api/upload?filename=&name=&preset=&size=&minutes=   body: the video bytes -> a queued training job
-  GET  /api/jobs                      the queue, with each job's progress.json
-  GET  /api/jobs/{id}/log             loss curves from log.jsonl
-  GET  /api/jobs/{id}/preview         the job's newest preview PNG
-  POST /api/jobs/{id}/cancel          cancel (queued: dropped; running: SIGINT, then SIGTERM)
-  POST /api/jobs/{id}/resume          queue a stopped job again (training resumes from its checkpoint)
-  POST /api/jobs/{id}/remove          forget a finished job
-  WS   /ws/dream                      the live dream: JSON controls in (controls.py), binary frames + JSON events out
-"""
+methods are the routes of `Studio.ROUTES`, built into a Starlette app by `Studio.app()`."""
 from __future__ import annotations
 
 import asyncio
@@ -43,7 +25,7 @@ from ..errors import DreamvidError, UsageError
 from ..rundir import RunDir
 from .guard import REPORT_CSP, GuardMiddleware, SecurityHeaders, is_loopback
 from .jobs import JobManager, new_job_id
-from .runs import RunRegistry, dream_path, is_run, latest_preview, loss_curves, report_path, run_id
+from .runs import RunRegistry, dream_path, latest_preview, loss_curves, run_id
 from .streaming import DreamerPool, DreamStream, encode_jpeg, source_count, source_frame
 from .uploads import UploadForm, human_size, keep_if_video, receive, refuse_declared_size
 
@@ -61,21 +43,21 @@ class Studio:
     `dreamvid.dreaming.load` and `python -m dreamvid train` in tests; `writer_factory` the recordings' writer."""
 
     ROUTES = (  # (method, path, handler); "WS" is a WebSocket
-        ("GET", "/", "index"),
-        ("GET", "/api/info", "info"),
-        ("GET", "/api/runs", "runs"),
-        ("GET", "/api/runs/{rid}/preview", "run_preview"),
-        ("GET", "/api/runs/{rid}/frames/{index:int}", "run_frame"),
-        ("GET", "/api/runs/{rid}/report", "run_report"),
-        ("GET", "/api/runs/{rid}/dreams/{name}", "run_dream"),
-        ("POST", "/api/upload", "upload"),
-        ("GET", "/api/jobs", "jobs_list"),
-        ("GET", "/api/jobs/{jid}/log", "job_log"),
-        ("GET", "/api/jobs/{jid}/preview", "job_preview"),
-        ("POST", "/api/jobs/{jid}/cancel", "job_cancel"),
-        ("POST", "/api/jobs/{jid}/resume", "job_resume"),
-        ("POST", "/api/jobs/{jid}/remove", "job_remove"),
-        ("WS", "/ws/dream", "dream_socket"),
+        ("GET", "/", "index"),                                     # the page (static, shipped in the package)
+        ("GET", "/api/info", "info"),                              # presets, sizes, upload limit, where things are
+        ("GET", "/api/runs", "runs"),                              # runs: status, preview, report, recorded dreams
+        ("GET", "/api/runs/{rid}/preview", "run_preview"),         # newest preview PNG
+        ("GET", "/api/runs/{rid}/frames/{index:int}", "run_frame"),  # source frame (JPEG): "restart from here"
+        ("GET", "/api/runs/{rid}/report", "run_report"),           # RUN_DIR/eval/report.html
+        ("GET", "/api/runs/{rid}/dreams/{name}", "run_dream"),     # a recorded dream, as a download
+        ("POST", "/api/upload", "upload"),  # body: the video; query: filename, name, preset, size, minutes -> a job
+        ("GET", "/api/jobs", "jobs_list"),                         # the queue, with each job's progress.json
+        ("GET", "/api/jobs/{jid}/log", "job_log"),                 # loss curves from log.jsonl
+        ("GET", "/api/jobs/{jid}/preview", "job_preview"),         # the job's newest preview PNG
+        ("POST", "/api/jobs/{jid}/cancel", "job_cancel"),          # queued: dropped; running: SIGINT, then SIGTERM
+        ("POST", "/api/jobs/{jid}/resume", "job_resume"),          # queue a stopped job again, from its checkpoint
+        ("POST", "/api/jobs/{jid}/remove", "job_remove"),          # forget a finished job
+        ("WS", "/ws/dream", "dream_socket"),                       # JSON controls in, frames + JSON events out
     )
 
     def __init__(self, run_dirs: list[Path] | None = None, runs_dir: Path | None = None, *,
@@ -104,9 +86,7 @@ class Studio:
                                             Exception: on_crash})
         app.add_middleware(SecurityHeaders)
         app.add_middleware(GuardMiddleware, loopback_only=self.loopback_only)
-        app.state.studio = self
-        for name in ("jobs", "registry", "pool", "data_dir", "runs_root"):
-            setattr(app.state, name, getattr(self, name))
+        app.state.jobs, app.state.data_dir = self.jobs, self.data_dir  # for tests
         return app
 
     @contextlib.asynccontextmanager
@@ -167,7 +147,7 @@ class Studio:
         return Response(data, media_type="image/jpeg")
 
     async def run_report(self, request: Request) -> Response:
-        path = report_path(self.run_or_404(request.path_params["rid"]))
+        path = RunDir(self.run_or_404(request.path_params["rid"])).report_path()
         if not path.is_file():
             raise HTTPException(404, "this run has no eval report; run `dreamvid eval` on it")
         return FileResponse(path, media_type="text/html", headers={"content-security-policy": REPORT_CSP})
@@ -236,11 +216,16 @@ class Studio:
         """One viewer's dream: its own DreamStream thread; a sender task writes what the stream has ready, this
         task reads the viewer's controls. Only the sender writes to the socket."""
         await ws.accept()
-        wake = Wakeup(asyncio.get_running_loop())
-        stream = DreamStream(self.pool, self.registry.resolve, wake.set, describe_run=self.describe_run,
+        loop, wake = asyncio.get_running_loop(), asyncio.Event()
+
+        def notify() -> None:  # from the stream's thread; a no-op once the loop is gone (the client left)
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(wake.set)
+
+        stream = DreamStream(self.pool, self.registry.resolve, notify, describe_run=self.describe_run,
                              writer_factory=self.writer_factory)
         stream.start()
-        sender = asyncio.create_task(send_stream(ws, stream, wake.event))
+        sender = asyncio.create_task(send_stream(ws, stream, wake))
         try:
             await receive_controls(ws, stream, sender)
         finally:
@@ -250,17 +235,6 @@ class Studio:
                 await sender
             with contextlib.suppress(BaseException):
                 await run_in_threadpool(stream.stop)
-
-
-class Wakeup:
-    """An asyncio.Event that other threads can set (a no-op once the loop is gone: the client left)."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop):
-        self.loop, self.event = loop, asyncio.Event()
-
-    def set(self) -> None:
-        with contextlib.suppress(RuntimeError):
-            self.loop.call_soon_threadsafe(self.event.set)
 
 
 async def send_stream(ws: WebSocket, stream: DreamStream, wake: asyncio.Event) -> None:
@@ -299,10 +273,15 @@ def apply_control(stream: DreamStream, text: str | None) -> str | None:
         stream.apply(message)
     except DreamvidError as exc:
         return str(exc)
-    except Exception as exc:  # a bug, not the viewer's doing: the trace to the terminal, one line to the page
-        traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
-        return f"internal error ({type(exc).__name__}); the server's terminal has the details"
+    except Exception as exc:  # a bug, not the viewer's doing
+        return crash_line(exc)
     return None
+
+
+def crash_line(exc: Exception) -> str:
+    """For a bug: the trace to the terminal, and the one line the page gets."""
+    traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
+    return f"internal error ({type(exc).__name__}); the server's terminal has the details"
 
 
 def public_job(job: dict) -> dict:
@@ -314,7 +293,7 @@ def public_job(job: dict) -> dict:
     public["progress"] = RunDir(out).read_progress() if started else None
     preview = latest_preview(out, prefer="reconstruction") if started else None
     public["preview"] = f"/api/jobs/{job['id']}/preview?t={int(preview.stat().st_mtime)}" if preview else None
-    public["run"] = run_id(out) if is_run(out) else None
+    public["run"] = run_id(out) if RunDir(out).is_run() else None
     return public
 
 
@@ -333,9 +312,7 @@ async def on_dreamvid_error(request: Request, exc: DreamvidError) -> Response:
 
 
 async def on_crash(request: Request, exc: Exception) -> Response:
-    traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
-    return JSONResponse({"error": f"internal error ({type(exc).__name__}); the server's terminal has the "
-                                  f"details"}, status_code=500)
+    return JSONResponse({"error": crash_line(exc)}, status_code=500)
 
 
 def create_app(run_dirs: list[Path] | None = None, runs_dir: Path | None = None, **options) -> Starlette:
@@ -372,7 +349,7 @@ def _check_arguments(run_dirs: list[Path], runs_dir: Path | None, port: int) -> 
     for run_dir in map(Path, run_dirs):
         if not run_dir.is_dir():
             raise UsageError(f"{run_dir} does not exist or is not a folder", "pass a RUN_DIR made by `dreamvid train`")
-        if not is_run(run_dir):
+        if not RunDir(run_dir).is_run():
             raise UsageError(f"{run_dir} is not a run (no config.json)", "pass a RUN_DIR made by `dreamvid train`")
     if runs_dir is not None and Path(runs_dir).exists() and not Path(runs_dir).is_dir():
         raise UsageError(f"--runs-dir {runs_dir} is not a folder")
@@ -404,9 +381,7 @@ def _check_port_free(host: str, port: int) -> None:
 def _tune_threads() -> None:
     """One torch thread per op: every client has its own generator thread, and on a few cores intra-op
     threads would only fight over them."""
-    try:
+    with contextlib.suppress(Exception):  # torch missing or already running parallel work
         import torch
 
         torch.set_num_threads(1)
-    except Exception:  # torch missing or already running parallel work
-        pass

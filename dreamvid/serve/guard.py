@@ -81,14 +81,10 @@ class SecurityHeaders:
             return await self.app(scope, receive, send)
 
         async def send_with_headers(message):
-            await send(self.with_headers(message))
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                names = {k.lower() for k, _ in headers}
+                message = dict(message, headers=headers + [(k, v) for k, v in self.EXTRA if k not in names])
+            await send(message)
 
         return await self.app(scope, receive, send_with_headers)
-
-    @classmethod
-    def with_headers(cls, message: dict) -> dict:
-        if message["type"] != "http.response.start":
-            return message
-        headers = list(message.get("headers", []))
-        names = {k.lower() for k, _ in headers}
-        return dict(message, headers=headers + [(k, v) for k, v in cls.EXTRA if k not in names])

@@ -7,6 +7,7 @@ CPU priority, so it never blocks the streams and a crash in it cannot take the s
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
@@ -23,6 +24,7 @@ from ..rundir import RunDir
 
 ACTIVE = ("queued", "running", "cancelling")
 FINAL = ("done", "failed", "cancelled", "interrupted")
+INTERRUPTED = "the server stopped while this job was training"
 
 
 def train_command(job: dict) -> list[str]:
@@ -45,16 +47,16 @@ def _pid_alive(pid: int | None, out: str) -> bool:
 class JobManager:
     """Queue and run training jobs. `submit`, `cancel`, `list`; `start()` the worker, `stop()` on shutdown."""
 
-    def __init__(self, data_dir: Path, command: Callable[[dict], list[str]] | None = None,
-                 grace_s: float = 20.0, term_s: float = 5.0, nice: int = 5,
-                 on_finished: Callable[[dict], None] | None = None):
+    TERM_S = 5.0  # after SIGTERM, how long a trainer has before SIGKILL
+    NICE = 5      # how much lower the trainer's CPU priority is than the server's
+
+    def __init__(self, data_dir: Path, command: Callable[[dict], list[str]] | None = None, grace_s: float = 20.0):
         self.data_dir = Path(data_dir)
         self.jobs_dir = self.data_dir / "jobs"
         self.jobs_dir.mkdir(parents=True, exist_ok=True)
         self.state_path = self.data_dir / "jobs.json"
         self._command = command or train_command
-        self._grace_s, self._term_s, self._nice = grace_s, term_s, nice
-        self._on_finished = on_finished
+        self._grace_s = grace_s
         self._lock = threading.RLock()
         self._wake = threading.Condition(self._lock)
         self._stopping = False
@@ -73,8 +75,7 @@ class JobManager:
                 if _pid_alive(job.get("pid"), job.get("out", "")):
                     job["adopted"] = True  # still training from before the restart: watch it, don't start twice
                 else:
-                    job.update(state="interrupted", finished=job.get("finished") or time.time(),
-                               error="the server stopped while this job was training")
+                    job.update(state="interrupted", finished=job.get("finished") or time.time(), error=INTERRUPTED)
         return jobs
 
     def _save(self) -> None:
@@ -112,13 +113,13 @@ class JobManager:
         with self._lock:
             return [dict(j) for j in self._jobs]
 
-    def reserved_outputs(self) -> set[str]:
+    def reserved_outputs(self, states: tuple[str, ...] = ACTIVE) -> set[str]:
+        """The run folders of the jobs in `states`: by default every one a queued or running job will write."""
         with self._lock:
-            return {j["out"] for j in self._jobs if j.get("state") in ACTIVE}
+            return {j["out"] for j in self._jobs if j.get("state") in states}
 
     def active_outputs(self) -> set[str]:
-        with self._lock:
-            return {j["out"] for j in self._jobs if j.get("state") in ("running", "cancelling")}
+        return self.reserved_outputs(("running", "cancelling"))
 
     def cancel(self, job_id: str) -> dict:
         with self._lock:
@@ -179,16 +180,12 @@ class JobManager:
         if proc is not None and proc.poll() is None:
             _signal_proc(proc, signal.SIGINT)
         if self._thread is not None:
-            self._thread.join(timeout if timeout is not None else self._grace_s + self._term_s + 5)
+            self._thread.join(timeout if timeout is not None else self._grace_s + self.TERM_S + 5)
 
     def _next(self) -> dict | None:
-        for job in self._jobs:
-            if job["state"] in ("running", "cancelling") and job.get("adopted"):
-                return job
-        for job in self._jobs:
-            if job["state"] == "queued":
-                return job
-        return None
+        """An adopted trainer to watch first, else the oldest queued job."""
+        adopted = (j for j in self._jobs if j["state"] in ("running", "cancelling") and j.get("adopted"))
+        return next(adopted, None) or next((j for j in self._jobs if j["state"] == "queued"), None)
 
     def _work(self) -> None:
         while True:
@@ -210,11 +207,6 @@ class JobManager:
                 with self._lock:
                     job.update(state="failed", finished=time.time(), error=f"{type(exc).__name__}: {exc}")
                     self._save()
-            if self._on_finished is not None:
-                try:
-                    self._on_finished(dict(job))
-                except Exception:
-                    pass
 
     def _run(self, job: dict) -> None:
         proc = self._launch(job)
@@ -229,11 +221,9 @@ class JobManager:
                 return None
             proc = subprocess.Popen(self._command(job), stdout=log, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, env=dict(os.environ, PYTHONUNBUFFERED="1"))
-            if self._nice and hasattr(os, "setpriority"):
-                try:  # lower priority: the live streams come first on a small machine
-                    os.setpriority(os.PRIO_PROCESS, proc.pid, min(19, os.getpriority(os.PRIO_PROCESS, 0) + self._nice))
-                except OSError:
-                    pass
+            if hasattr(os, "setpriority"):
+                with contextlib.suppress(OSError):  # lower priority: the live streams come first on a small machine
+                    os.setpriority(os.PRIO_PROCESS, proc.pid, min(19, os.getpriority(os.PRIO_PROCESS, 0) + self.NICE))
             self._proc = proc
             job.update(state="running", started=time.time(), pid=proc.pid)
             self._save()
@@ -241,7 +231,7 @@ class JobManager:
 
     def _supervise(self, job: dict, proc: subprocess.Popen) -> None:
         """Wait for the trainer; after a cancel or a server stop (SIGINT, sent then) escalate to SIGTERM after the
-        grace time and to SIGKILL after term_s more."""
+        grace time and to SIGKILL after TERM_S more."""
         sent_term = sent_kill = False
         while proc.poll() is None:
             with self._lock:
@@ -251,7 +241,7 @@ class JobManager:
                 if waited > self._grace_s and not sent_term:
                     _signal_proc(proc, signal.SIGTERM)
                     sent_term = True
-                elif waited > self._grace_s + self._term_s and not sent_kill:
+                elif waited > self._grace_s + self.TERM_S and not sent_kill:
                     proc.kill()
                     sent_kill = True
             time.sleep(0.2)
@@ -265,7 +255,7 @@ class JobManager:
             elif rc == 0:
                 job["state"] = "done"
             elif self._stopping:
-                job.update(state="interrupted", error="the server stopped while this job was training")
+                job.update(state="interrupted", error=INTERRUPTED)
             else:
                 job.update(state="failed", error=failure_message(job, rc))
             self._save()
@@ -323,15 +313,11 @@ def new_job_id() -> str:
 
 
 def _signal_proc(proc: subprocess.Popen, sig: int) -> None:
-    try:
+    with contextlib.suppress(OSError, ValueError):
         proc.send_signal(sig)
-    except (OSError, ValueError):
-        pass
 
 
 def _signal(pid: int | None, sig: int) -> None:
     if pid:
-        try:
+        with contextlib.suppress(OSError):
             os.kill(pid, sig)
-        except OSError:
-            pass

@@ -5,6 +5,7 @@ name a file outside the run folders the server was given.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import re
@@ -31,15 +32,6 @@ def safe_name(name: str, fallback: str = "upload", limit: int = 60) -> str:
     name = re.sub(r"[^A-Za-z0-9._-]+", "_", name)
     name = re.sub(r"\.{2,}", ".", name).strip("._-")
     return name[:limit].rstrip("._-") or fallback
-
-
-def is_run(path: Path) -> bool:
-    return RunDir(path).is_run()
-
-
-def report_path(run_dir: Path) -> Path:
-    """The eval report `dreamvid eval` writes into the run folder."""
-    return RunDir(run_dir).report_path()
 
 
 def latest_preview(run_dir: Path, prefer: str = "dream") -> Path | None:
@@ -94,7 +86,7 @@ class RunRegistry:
             except OSError:
                 continue
             for child in children:
-                if is_run(child):
+                if RunDir(child).is_run():
                     seen.setdefault(child.resolve())
         with self._lock:
             for p in seen:
@@ -108,7 +100,7 @@ class RunRegistry:
             self.paths()
             with self._lock:
                 path = self._ids.get(rid)
-        if path is None or not is_run(path):
+        if path is None or not RunDir(path).is_run():
             raise UsageError("no such run here", "pick one from the list of runs")
         return path
 
@@ -130,7 +122,7 @@ class RunRegistry:
             "fps": data.get("fps"),
             "progress": run.read_progress(),
             "preview": f"/api/runs/{rid}/preview?t={int(preview.stat().st_mtime)}" if preview else None,
-            "report": f"/api/runs/{rid}/report" if report_path(path).is_file() else None,
+            "report": f"/api/runs/{rid}/report" if run.report_path().is_file() else None,
             "dreams": [{"name": p.name, "url": f"/api/runs/{rid}/dreams/{p.name}", "bytes": p.stat().st_size}
                        for p in dreams_of(path)[:20]],
         }
@@ -145,10 +137,6 @@ class RunRegistry:
         return out
 
 
-_curve_cache: dict[str, tuple[tuple[int, float], dict]] = {}
-_curve_lock = threading.Lock()
-
-
 def loss_curves(run_dir: Path, max_points: int = 300) -> dict:
     """{"stage": {"train": [[i, loss], ...], "val": [[i, loss], ...]}} from a run's log.jsonl, downsampled.
     Cached until the log changes (the page polls it while a job trains)."""
@@ -157,19 +145,16 @@ def loss_curves(run_dir: Path, max_points: int = 300) -> dict:
         st = run.log_path.stat()
     except OSError:
         return {}
-    key, name = (st.st_size, st.st_mtime), str(run.log_path)
-    with _curve_lock:
-        hit = _curve_cache.get(name)
-        if hit is not None and hit[0] == key:
-            return hit[1]
-    stages = _curves(run.read_log())
+    return _loss_curves(run.path, st.st_size, st.st_mtime, max_points)
+
+
+@functools.lru_cache(maxsize=64)
+def _loss_curves(run_dir: Path, size: int, mtime: float, max_points: int) -> dict:
+    """`loss_curves` for the log of this size and time (they make the cache key)."""
+    stages = _curves(RunDir(run_dir).read_log())
     for curves in stages.values():
         for kind, points in curves.items():
             curves[kind] = _downsample(points, max_points)
-    with _curve_lock:
-        if len(_curve_cache) > 64:
-            _curve_cache.clear()
-        _curve_cache[name] = (key, stages)
     return stages
 
 

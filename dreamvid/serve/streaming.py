@@ -7,11 +7,6 @@ fewer frames (the rest are dropped and counted), never a growing queue, so memor
 never holds up another. Controls (controls.py: temperature, speed, re-projection, reseed, pause, run, record)
 land in the thread between frames; a control that changes the picture bumps the stream's version, which every
 frame carries in its header, so the page can tell when a change became visible.
-
-The generator thread's loop, one turn per batch (`DreamStream._dream`):
-  take the controls -> follow the run (load / switch) -> steer the session (temperature, re-projection,
-  reseed) -> start a recording -> generate a batch -> deliver it (encode, pace to the fps, publish, record;
-  a new control cuts the batch short) -> report stats once a second.
 """
 from __future__ import annotations
 
@@ -171,9 +166,6 @@ class Recorder:
             self.pushed = self.n_frames
             self._queue.put(None)
 
-    def join(self, timeout: float | None = None) -> None:
-        self._thread.join(timeout)
-
     def _write(self) -> None:
         writer = None
         try:
@@ -202,7 +194,6 @@ class Recorder:
             self._on_done(None, f"recording failed: {message}")
 
 
-
 class Mailbox:
     """What the generator thread has for the sender: the newest frame only (an older unsent one is dropped and
     counted), a short queue of events, and the latest stats. `wake()` tells the sender something is there."""
@@ -213,7 +204,7 @@ class Mailbox:
         self._frame: bytes | None = None
         self._events: collections.deque = collections.deque(maxlen=max_events)
         self._stats: dict | None = None
-        self.produced = self.dropped = self.sent = 0
+        self.produced = self.dropped = 0
 
     def publish(self, seq: int, version: int, index: int, jpeg: bytes) -> None:
         header = FRAME_HEADER.pack(seq & 0xFFFFFFFF, version & 0xFFFFFFFF, index & 0xFFFFFFFF)
@@ -236,8 +227,6 @@ class Mailbox:
     def take_frame(self) -> bytes | None:
         with self._lock:
             frame, self._frame = self._frame, None
-            if frame is not None:
-                self.sent += 1
         return frame
 
     def take_events(self) -> list[dict]:
@@ -274,24 +263,23 @@ class DreamStream:
     """
 
     def __init__(self, pool: DreamerPool, resolve_run: Callable[[str], Path], wake: Callable[[], None],
-                 describe_run: Callable[[str], dict] | None = None, quality: int = 90,
-                 writer_factory=None):
+                 describe_run: Callable[[str], dict] | None = None, writer_factory=None):
         self._pool = pool
         self._resolve_run = resolve_run
         self._describe_run = describe_run or (lambda run_id: {"id": run_id})
-        self._quality = quality
         self._writer_factory = writer_factory
         self._lock = threading.Lock()  # guards _controls
         self._changed = threading.Event()
         self._stopped = threading.Event()
         self._controls = Controls()
         self._mailbox = Mailbox(wake)
+        self.take_frame, self.take_events = self._mailbox.take_frame, self._mailbox.take_events  # for the sender
+        self.tell = self._mailbox.event  # an answer to a control, in order with the stream's own events
         self._play = _Playback()
         self._thread = threading.Thread(target=self._loop, name="dreamvid-stream", daemon=True)
 
     produced = property(lambda self: self._mailbox.produced, doc="frames published")
     dropped = property(lambda self: self._mailbox.dropped, doc="frames replaced before the sender took them")
-    sent = property(lambda self: self._mailbox.sent, doc="frames the sender took")
 
     # ---- control side (any thread) ----
 
@@ -314,18 +302,6 @@ class DreamStream:
         with self._lock:
             self._controls.update(changes)
         self._changed.set()
-
-    def tell(self, event: dict) -> None:
-        """Send the client an event (an answer to its control) in order with the stream's own."""
-        self._mailbox.event(event)
-
-    # ---- sender side (event loop) ----
-
-    def take_frame(self) -> bytes | None:
-        return self._mailbox.take_frame()
-
-    def take_events(self) -> list[dict]:
-        return self._mailbox.take_events()
 
     # ---- generator thread: the loop, one turn per batch ----
 
@@ -378,7 +354,7 @@ class DreamStream:
             dreamer = self._pool.get(self._resolve_run(controls.run))
             session = dreamer.session(temperature=controls.temperature)
         except DreamvidError as exc:
-            self._mailbox.event({"type": "error", "message": str(exc), "run": controls.run})
+            self._error(str(exc), controls.run)
             return
         except Exception as exc:  # a damaged run: one line for the page, the trace for the terminal
             self._fail("cannot dream this run", exc, run=controls.run)
@@ -405,13 +381,13 @@ class DreamStream:
     def _restart(self, seed: int | None, frame_index: int | None) -> None:
         count = source_count(self._play.dreamer)
         if frame_index is not None and frame_index >= count:  # checked before the session changes at all
-            self._mailbox.event({"type": "error", "message": f"frame {frame_index} is outside the run's {count} "
-                                                             f"source frames; choose a frame from 0 to {count - 1}"})
+            self._error(f"frame {frame_index} is outside the run's {count} source frames; choose a frame from 0 to "
+                        f"{count - 1}")
             return
         try:
             self._play.session.reseed(seed=seed, frame_index=frame_index)
         except DreamvidError as exc:
-            self._mailbox.event({"type": "error", "message": str(exc)})
+            self._error(str(exc))
             return
         self._play.dream_index = 0
 
@@ -427,7 +403,7 @@ class DreamStream:
             play.recorder = Recorder(RunDir(play.dreamer.run_dir).dreams_dir, fps, int(play.dreamer.size), n,
                                      self._recorded_callback(play.run_id), self._writer_factory)
         except OSError as exc:
-            self._mailbox.event({"type": "error", "message": f"cannot record: {exc.strerror or exc}"})
+            self._error(f"cannot record: {exc.strerror or exc}")
             return
         self._mailbox.event({"type": "recording", "seconds": seconds, "frames": n, "fps": fps})
 
@@ -463,7 +439,7 @@ class DreamStream:
         for offset, frame in enumerate(frames):
             if self._stopped.is_set():
                 return
-            jpeg = encode_jpeg(frame, self._quality)
+            jpeg = encode_jpeg(frame)
             interrupted = self._pace(fps)
             if interrupted and self._outdated(version):
                 play.next_due = None
@@ -511,17 +487,18 @@ class DreamStream:
     def _fail(self, what: str, exc: Exception, run: str | None = None) -> None:
         """An unexpected failure: the trace to the terminal, one line to the page."""
         traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
-        event = {"type": "error", "message": f"{what}: {type(exc).__name__}: {exc}"}
-        if run is not None:
-            event["run"] = run
-        self._mailbox.event(event)
+        self._error(f"{what}: {type(exc).__name__}: {exc}", run)
+
+    def _error(self, message: str, run: str | None = None) -> None:
+        """One line for the page, with the run it is about when there is one."""
+        self._mailbox.event({"type": "error", "message": message, **({"run": run} if run is not None else {})})
 
     def _recorded_callback(self, run_id: str | None):
         def done(path: Path | None, error: str | None) -> None:
             if self._stopped.is_set():
                 return
             if path is None:
-                self._mailbox.event({"type": "error", "message": error or "recording failed"})
+                self._error(error or "recording failed")
             else:
                 self._mailbox.event({"type": "recorded", "run": run_id, "name": path.name,
                                      "url": f"/api/runs/{run_id}/dreams/{path.name}"})

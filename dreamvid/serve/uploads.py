@@ -19,7 +19,6 @@ def human_size(n: float) -> str:
         if n < 1024 or unit == "TB":
             return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}".replace(".0 ", " ")
         n /= 1024
-    return f"{n} bytes"
 
 
 @dataclass(frozen=True)
@@ -96,30 +95,23 @@ async def receive(chunks: AsyncIterator[bytes], path: Path, limit: int) -> None:
         raise
 
 
-def keep_if_video(path: Path, shown_name: str) -> None:
-    """`check_video`, deleting the file when it is not one."""
-    try:
-        check_video(path, shown_name)
-    except DreamvidError:
-        path.unlink(missing_ok=True)
-        raise
-
-
-def check_video(path: Path, shown_name: str | None = None) -> None:
-    """Decode the file (not its name) to be sure it is a video: probe it, then read one frame.
-
-    Errors name the file as the user called it (`shown_name`), not by where the server stored it."""
+def keep_if_video(path: Path, shown: str) -> None:
+    """Decode the file (not its name) to be sure it is a video: probe it, then read one frame; when it is not one,
+    delete it. Errors name the file as the user called it (`shown`), not by where the server stored it."""
     from .. import video
 
-    shown = shown_name or Path(path).name
     try:
         video.probe(path)
         first = next(iter(video.read_frames(path, size=32)), None)
     except DreamvidError as exc:  # a usage error about a stored file is the upload's failure, not the user's usage
-        raise DreamvidError(str(exc).replace(str(path), shown)) from None
+        error = DreamvidError(str(exc).replace(str(path), shown))
     except Exception as exc:  # the decoder's own complaint, in one line
-        raise DreamvidError(f"{shown} is not a video that can be decoded ({type(exc).__name__}: {exc})",
-                            "upload a video file such as mp4, mkv, webm, mov or avi") from None
-    if first is None:
-        raise DreamvidError(f"{shown} has a video stream but no frame could be decoded from it",
-                            "upload a video with at least a few seconds of picture")
+        error = DreamvidError(f"{shown} is not a video that can be decoded ({type(exc).__name__}: {exc})",
+                              "upload a video file such as mp4, mkv, webm, mov or avi")
+    else:
+        error = None if first is not None else DreamvidError(
+            f"{shown} has a video stream but no frame could be decoded from it",
+            "upload a video with at least a few seconds of picture")
+    if error is not None:
+        path.unlink(missing_ok=True)
+        raise error from None
