@@ -10,7 +10,7 @@ one training seed, then scores a dream of `--frames` frames (dream seed = traini
 which also scores the five reference dreams made from the source itself. `grid` skips cells already done. Run
 it alone on the machine: the budget is wall-clock time, so anything beside it changes the result.
 
-The ablation variants and lever scripts of earlier lab sessions are at git tag `lab-2026-12-02`.
+The ablation variants and lever scripts of earlier lab sessions are at commit `7160bca`.
 """
 from __future__ import annotations
 

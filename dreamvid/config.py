@@ -108,7 +108,7 @@ class TrainConfig:
 # --- retired settings -------------------------------------------------------------------------------------
 
 RETIRED_IN = "0.1.0"
-RETIRED_TAG = "lab-2026-12-02"
+RETIRED_AT = "7160bca"             # the last commit that had them
 # Settings dreamvid 0.1.0 measured and did not keep (docs/results.md), with the default they had there. A
 # config.json that holds one at that default is read without it; any other value describes a model this version
 # cannot build, and loading says so.
@@ -142,8 +142,8 @@ def without_retired(raw: dict[str, Any], path: Path | str = "config.json") -> di
 
 
 def _retired_error(path: Path | str, name: str, value: Any) -> DreamvidError:
-    return DreamvidError(f"{path} sets {name} = {json.dumps(value)}, a setting of dreamvid {RETIRED_IN} (git tag "
-                         f"{RETIRED_TAG}) that this version ({_version()}) retired",
+    return DreamvidError(f"{path} sets {name} = {json.dumps(value)}, a setting of dreamvid {RETIRED_IN} (commit "
+                         f"{RETIRED_AT}) that this version ({_version()}) retired",
                          f"retrain the run with this version, or dream it with dreamvid {RETIRED_IN}")
 
 

@@ -53,8 +53,13 @@ def place(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
 
 def uses_channels_last(module: torch.nn.Module, device: torch.device) -> bool:
     """Whether `place` puts `module` in channels_last on `device` (its inputs are best given in it too)."""
-    convolutional = any(isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)) for m in module.modules())
-    return device.type == "cpu" and convolutional
+    return device.type == "cpu" and convolutional(module)
+
+
+def convolutional(module: torch.nn.Module) -> bool:
+    """Whether `module` convolves. bf16 autocast pays for convolutions; the vector family's LSTMs train in fp32,
+    as they always have."""
+    return any(isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)) for m in module.modules())
 
 
 def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:

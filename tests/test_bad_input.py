@@ -236,7 +236,7 @@ def test_missing_rnn_weights(cli_run, tmp_path, capsys):
     ({"rnn": {"width": 16}}, ("rnn.safetensors", "does not fit")),
     ({"vae": {"levels": [1]}}, ("not a readable dreamvid config", "vae.levels")),
     # Settings of 0.1.0 that 0.2.0 retired: a non-default value names the version that had it.
-    ({"vae": {"grid": 8}}, ("config.json sets vae.grid = 8, a setting of dreamvid 0.1.0 (git tag lab-2026-12-02) "
+    ({"vae": {"grid": 8}}, ("config.json sets vae.grid = 8, a setting of dreamvid 0.1.0 (commit 7160bca) "
                             "that this version (0.3.0) retired; retrain the run with this version, or dream it "
                             "with dreamvid 0.1.0",)),
     ({"rnn": {"cell": "gru"}}, ('sets rnn.cell = "gru"', "dreamvid 0.1.0", "retired")),

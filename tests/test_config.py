@@ -14,7 +14,7 @@ from dreamvid.config import (DEFAULT_MINUTES, PRESETS, RETIRED, RETIRED_VALUES, 
 from dreamvid.errors import DreamvidError, UsageError
 from dreamvid.training import train
 
-# Every field of dreamvid 0.1.0 (git tag lab-2026-12-02), as its dataclasses listed them.
+# Every field of dreamvid 0.1.0 (commit 7160bca), as its dataclasses listed them.
 FIELDS_0_1_0 = {
     "vae": ["kind", "size", "z_dim", "channels", "hidden", "reconstruction", "kl_weight", "free_bits", "kl_anneal",
             "lr", "lr_schedule", "adversarial_weight", "adversarial_start", "critic_channels", "gradient_weight",
@@ -101,7 +101,7 @@ def test_a_retired_setting_is_refused_naming_the_version_that_had_it(tmp_path, s
     with pytest.raises(DreamvidError) as refused:
         RunConfig.load(path)
     assert str(refused.value) == (
-        f"{path} sets {section}.{name} = {shown}, a setting of dreamvid 0.1.0 (git tag lab-2026-12-02) that this "
+        f"{path} sets {section}.{name} = {shown}, a setting of dreamvid 0.1.0 (commit 7160bca) that this "
         f"version ({__version__}) retired; retrain the run with this version, or dream it with dreamvid 0.1.0")
     assert type(refused.value) is DreamvidError  # exit code 1
 

@@ -11,8 +11,8 @@ import torch
 from dreamvid.config import PRESETS, RNNConfig, VAEConfig
 from dreamvid.models import build_rnn, build_vae, gaussian_kl
 
-# sha256 of the sorted (weight name, shape) pairs of each preset's models in dreamvid 0.1.0 (git tag
-# lab-2026-12-02): a run trained there loads here only if these stay the same.
+# sha256 of the sorted (weight name, shape) pairs of each preset's models in dreamvid 0.1.0 (commit
+# 7160bca): a run trained there loads here only if these stay the same.
 WEIGHTS_0_1_0 = {"default": ("d43308c780af720f", "933218349cd590eb"),
                  "worldmodels": ("d43308c780af720f", "0f51135ef99a616f"),
                  "classic": ("ba7e5d443b01ccf7", "cfc24cdcc15ea99f")}

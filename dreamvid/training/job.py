@@ -11,7 +11,7 @@ import torch
 
 from ..cache import HELD_OUT_PERCENT, FrameCache, build_cache, minimum_frames
 from ..config import RunConfig, make_config
-from ..device import fast_bf16, place, resolve_device, uses_channels_last
+from ..device import convolutional, fast_bf16, place, resolve_device, uses_channels_last
 from ..errors import DreamvidError, Interrupted, UsageError
 from ..models import DreamModel, VAE, build_rnn, build_vae
 from ..rundir import RunDir
@@ -161,7 +161,8 @@ class TrainingJob:
         windows = LatentWindows(self.run.load_latents(), self.config.rnn.seq_len, self.device)
         train = self.config.train
         self._train(RNNStage(self.rnn, self.vae, windows, self.run, self.previews, self.state,
-                             batch_size=train.rnn_batch_size, epochs=train.rnn_epochs, seed=train.seed))
+                             batch_size=train.rnn_batch_size, epochs=train.rnn_epochs, seed=train.seed,
+                             bf16=self.bf16 and convolutional(self.rnn)))
 
     def _train(self, stage: Stage) -> None:
         stage.restore()

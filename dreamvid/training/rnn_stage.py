@@ -6,6 +6,7 @@ import math
 import numpy as np
 import torch
 
+from ..device import autocast
 from ..models import DreamModel, VAE, reparameterise
 from ..rundir import RunDir
 from .control import step_generator
@@ -65,10 +66,11 @@ def window_starts(ranges: list[tuple[int, int]], seq_len: int, offset: int) -> n
 
 
 def rnn_train_step(rnn: DreamModel, optimizer: torch.optim.Optimizer, inputs: torch.Tensor,
-                   targets: torch.Tensor, generator: torch.Generator | None = None) -> float:
+                   targets: torch.Tensor, generator: torch.Generator | None = None, bf16: bool = False) -> float:
     """One optimizer step on windows of latents; the model's loss (mean NLL per step). `generator` draws the
     dropout mask, if any."""
-    loss = rnn.loss(inputs, targets, generator)
+    with autocast(inputs.device, bf16):
+        loss = rnn.loss(inputs, targets, generator)
     descend(optimizer, loss, clip=rnn.config.grad_clip)
     return loss.item()
 
@@ -81,10 +83,10 @@ class RNNStage:
     name = "rnn"
 
     def __init__(self, rnn: DreamModel, vae: VAE, windows: LatentWindows, run: RunDir, previews: Previews,
-                 state: TrainState, *, batch_size: int, epochs: int | None, seed: int):
+                 state: TrainState, *, batch_size: int, epochs: int | None, seed: int, bf16: bool):
         self.rnn, self.vae, self.windows, self.run, self.previews, self.state = rnn, vae, windows, run, previews, state
         self.optimizer = torch.optim.Adam(rnn.parameters(), lr=rnn.config.lr)
-        self.batch_size, self.epochs, self.seed = batch_size, epochs, seed
+        self.batch_size, self.epochs, self.seed, self.bf16 = batch_size, epochs, seed, bf16
         self.steps_per_epoch = max(1, math.ceil(windows.windows_per_epoch() / batch_size))
         self.best: dict[str, torch.Tensor] | None = None
         self.starts = np.zeros(0, np.int64)
@@ -107,7 +109,7 @@ class RNNStage:
     def train_step(self, epoch: int, step: int) -> dict[str, float]:
         inputs, targets = self.windows.cut(self.z, self.starts[step * self.batch_size:(step + 1) * self.batch_size])
         generator = step_generator(self.seed, "rnn", epoch, step, device=self.windows.mu.device)
-        return {"loss": rnn_train_step(self.rnn, self.optimizer, inputs, targets, generator)}
+        return {"loss": rnn_train_step(self.rnn, self.optimizer, inputs, targets, generator, self.bf16)}
 
     def end_epoch(self) -> float:
         """The held-out NLL per step; the weights are kept if it is the best so far."""
