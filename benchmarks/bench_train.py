@@ -34,17 +34,18 @@ def vae_rate(preset: str, size: int, device: torch.device, bf16: bool, batch: in
     return median_rate(work, repeats=3)[0]
 
 
-def rnn_rate(preset: str, device: torch.device, steps: int) -> float:
+def rnn_rate(preset: str, device: torch.device, steps: int, bf16: bool) -> float:
     config = make_config(preset)
-    latent_shape = build_vae(config.vae).latent_shape
-    rnn = build_rnn(config.rnn, latent_shape).to(device)
+    vae = build_vae(config.vae)
+    latent_shape = vae.latent_shape
+    rnn = build_rnn(config.rnn, vae).to(device)
     optimizer = torch.optim.Adam(rnn.parameters(), lr=config.rnn.lr)
     batch, seq = config.train.rnn_batch_size, config.rnn.seq_len
     window = torch.randn(batch, seq + 1, *latent_shape, device=device)
 
     def work() -> int:
         for _ in range(steps):
-            rnn_train_step(rnn, optimizer, window[:, :-1], window[:, 1:])
+            rnn_train_step(rnn, optimizer, window[:, :-1], window[:, 1:], bf16=bf16)
         return steps * batch * seq
     return median_rate(work, repeats=3)[0]
 
@@ -64,7 +65,9 @@ def main() -> None:
         for bf16 in modes:
             rate = vae_rate(args.preset, size, device, bf16, args.batch, steps)
             print(f"VAE train {size:>3} px, batch {args.batch}, {'bf16' if bf16 else 'fp32'}: {rate:8.0f} frames/s")
-    print(f"RNN train ({args.preset}): {rnn_rate(args.preset, device, 20):8.0f} latent steps/s")
+    for bf16 in [False, True] if fast_bf16(device) else [False]:
+        rate = rnn_rate(args.preset, device, 20 if device.type == "cuda" else 5, bf16)
+        print(f"RNN train ({args.preset}), {'bf16' if bf16 else 'fp32'}: {rate:8.0f} latent steps/s")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@
     python lab/spatial_levers.py dream --clips enduro --variants default --temperatures 0.7 1.0 --rounds 2 4
     python lab/spatial_levers.py table
 
-Training variants override fields of the `default` preset; dream variants (temperature, MaskGIT rounds) reuse a
+Training variants override fields of the `spatial` preset; dream variants (temperature, MaskGIT rounds) reuse a
 trained run. Cells go to /tmp/dreamvid-lab/levers/CLIP--VARIANT--seedN/.
 """
 from __future__ import annotations
@@ -35,7 +35,9 @@ VARIANTS = {
 
 
 def config_for(variant: str):
-    config = PRESETS["default"]()
+    if variant in PRESETS:  # a whole preset, as shipped
+        return PRESETS[variant]()
+    config = PRESETS["spatial"]()
     for section, fields in VARIANTS[variant].items():
         setattr(config, section, replace(getattr(config, section), **fields))
     return config

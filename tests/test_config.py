@@ -46,7 +46,7 @@ def test_make_config_refuses_impossible_choices(settings, words):
 
 
 def test_the_budget_is_split_by_the_preset_and_defaults_only_without_epochs():
-    assert PRESETS["default"]().train.vae_share == 0.5 and PRESETS["vector"]().train.vae_share == 0.9
+    assert PRESETS["default"]().train.vae_share == 0.9 and PRESETS["spatial"]().train.vae_share == 0.5
     assert {PRESETS[name]().train.vae_share for name in ("worldmodels", "classic", "tiny", "tiny-vector")} == {0.6}
     assert TrainConfig().budget_seconds() == DEFAULT_MINUTES * 60
     assert TrainConfig(vae_epochs=1).budget_seconds() is None

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 import os
 
 import av
@@ -114,8 +113,7 @@ def test_a_reprojected_dream_feeds_back_the_vaes_own_latents(cli_run):
 def test_a_run_written_by_0_1_0_loads_and_dreams(tmp_path, preset):
     # What dreamvid 0.1.0 left in a run folder: config.json with every retired field at its default, and weights
     # under the names it gave them (tests/test_models.py checks those names against 0.1.0's).
-    # 0.1.0's `default` is today's `vector` recipe.
-    config = replace(make_config("vector" if preset == "default" else preset, fps=10), preset=preset)
+    config = make_config(preset, fps=10)
     run = RunDir(tmp_path / "run").create()
     run.config_path.write_text(json.dumps(old_style_config(config)))
     vae = build_vae(config.vae)

@@ -25,7 +25,7 @@ def _names_and_shapes(module: torch.nn.Module) -> str:
 
 @pytest.mark.parametrize("preset", list(WEIGHTS_0_1_0))
 def test_weight_names_and_shapes_are_those_of_0_1_0(preset):
-    config = PRESETS["vector" if preset == "default" else preset]()  # 0.1.0's `default` is today's `vector`
+    config = PRESETS[preset]()
     vae = build_vae(config.vae)
     rnn = build_rnn(config.rnn, vae.latent_shape)
     assert (_names_and_shapes(vae), _names_and_shapes(rnn)) == WEIGHTS_0_1_0[preset]
