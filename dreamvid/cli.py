@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="dreamvid", description="Neural dream videos: learn a clip, dream endless new video.")
     parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
     verbs = parser.add_subparsers(dest="verb", required=True, parser_class=_Parser)
-    for add_verb in (_add_train, _add_dream, _add_demo, _add_eval, _add_compare, _add_serve):
+    for add_verb in (_add_train, _add_dream, _add_demo, _add_eval, _add_compare, _add_serve, _add_doctor):
         add_verb(verbs)
     return parser
 
@@ -115,6 +115,10 @@ def _add_serve(verbs: argparse._SubParsersAction) -> None:
     serve.add_argument("--max-upload-mb", type=_positive_float, default=2048, help="largest upload accepted")
 
 
+def _add_doctor(verbs: argparse._SubParsersAction) -> None:
+    verbs.add_parser("doctor", help="versions and device facts for a bug report")
+
+
 def _train(args: argparse.Namespace) -> None:
     from .training import train
     run = train(args.sources, args.out, preset=args.preset, size=args.size, fps=args.fps, crop=args.crop,
@@ -160,7 +164,13 @@ def _serve(args: argparse.Namespace) -> None:
           max_upload_bytes=int(args.max_upload_mb * 2 ** 20))
 
 
-VERBS = {"train": _train, "dream": _dream, "demo": _demo, "eval": _eval, "compare": _compare, "serve": _serve}
+def _doctor(args: argparse.Namespace) -> None:
+    from .doctor import format_report, report
+    print(format_report(report()))
+
+
+VERBS = {"train": _train, "dream": _dream, "demo": _demo, "eval": _eval, "compare": _compare, "serve": _serve,
+         "doctor": _doctor}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -84,6 +84,16 @@ def test_process_argparse_error_is_one_line():
 # ---------------------------------------------------------------------------------------------- startup
 
 
+def test_doctor_names_what_a_bug_report_needs(capsys):
+    import dreamvid
+    assert main(["doctor"]) == 0
+    facts = dict(line.split(None, 1) for line in capsys.readouterr().out.splitlines()
+                 if not line.startswith(("python", "cpu", "bf16")))
+    assert facts["dreamvid"] == dreamvid.__version__
+    assert facts["av"] == av.__version__ and "libavcodec" in facts["ffmpeg"]
+    assert facts["device"] == "cpu" and facts["websockets"] != "not installed"
+
+
 def test_process_help_is_quick():
     started = time.perf_counter()
     done = _dreamvid("--help")
