@@ -23,6 +23,8 @@ DEFAULT_MAX_FPS = 30.0
 PARTS = ("train", "val")
 HELD_OUT_PERCENT = 10  # of every sequence, at its end
 FIX_CACHE = "delete that folder; it is rebuilt from the source videos on the next run"
+DISK_RESERVE = 256 << 20  # bytes left free on the cache's disk: building stops before the disk is full
+SPACE_CHECK_EVERY = 512   # frames written between two checks of the free space
 
 
 @dataclass
@@ -158,21 +160,48 @@ def _cache_key(hashes: list[str], size: int, fps: float, crop: str) -> str:
 
 def _write_frames(infos: list[VideoInfo], path: Path, size: int, fps: float, crop: str, progress: bool,
                   warn: abc.Callable[[str], None] | None) -> list[Sequence]:
-    """Append every source's frames to `path` as raw bytes; one Sequence per source."""
+    """Append every source's frames to `path` as raw bytes; one Sequence per source. The free disk space is
+    checked before (against the declared lengths) and while writing."""
     sequences: list[Sequence] = []
     expected = [info.duration * fps for info in infos if info.duration]
     total = round(sum(expected)) if len(expected) == len(infos) else None
-    with open(path, "wb") as file, tqdm(total=total, unit="frame", desc="decoding", disable=not progress) as bar:
+    frame_bytes = size * size * 3
+    _require_space(path.parent, (total or 0) * frame_bytes, "")
+    with open(path, "wb", buffering=0) as file, \
+            tqdm(total=total, unit="frame", desc="decoding", disable=not progress) as bar:
         count = 0
         for info in infos:
             start = count
             for frame in read_frames(info.path, size=size, fps=fps, crop=crop, warn=warn):
-                file.write(frame.data)
+                _write(file, frame, path)
                 count += 1
                 bar.update()
+                if count % SPACE_CHECK_EVERY == 0:
+                    _require_space(path.parent, 0, f" after {count} frames")
             sequences.append(Sequence(name=_unique_name(info.path, sequences), source=str(info.path.resolve()),
                                       start=start, stop=count))
     return sequences
+
+
+def _require_space(folder: Path, needed: int, when: str) -> None:
+    """A DreamvidError unless `folder`'s disk has `needed` bytes free beyond DISK_RESERVE."""
+    free = shutil.disk_usage(folder).free
+    if free < needed + DISK_RESERVE:
+        raise DreamvidError(f"not enough disk space for the frame cache{when}: {_gigabytes(free)} free on "
+                            f"{folder}, it needs {_gigabytes(needed + DISK_RESERVE)}",
+                            "free some space, or use a smaller --size or a lower --fps")
+
+
+def _write(file, frame: np.ndarray, path: Path) -> None:
+    try:
+        file.write(frame.data)
+    except OSError as error:
+        raise DreamvidError(f"cannot write the frame cache {path}: {error.strerror.lower()}",
+                            "free some disk space and train again") from None
+
+
+def _gigabytes(count: int) -> str:
+    return f"{count / 2 ** 30:.2f} GB"
 
 
 def _unique_name(path: Path, sequences: list[Sequence]) -> str:

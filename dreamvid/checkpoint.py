@@ -19,7 +19,7 @@ from .files import atomic_replace
 
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
     contiguous = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-    atomic_replace(path, lambda tmp: save_file(contiguous, tmp, metadata=metadata))
+    atomic_replace(path, lambda tmp: save_file(contiguous, tmp, metadata=metadata), write_errors=(SafetensorError,))
 
 
 def load_tensors(path: Path) -> dict[str, torch.Tensor]:

@@ -23,8 +23,15 @@ class _Parser(argparse.ArgumentParser):
 
 def _positive_float(text: str) -> float:
     value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
     return value
 
 
@@ -96,6 +103,7 @@ def _add_eval(verbs: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--seed", type=int, default=0)
     evaluate.add_argument("--reproject", action="store_true", help=REPROJECT_HELP)
     evaluate.add_argument("-o", "--out", type=Path, metavar="REPORT_DIR")
+    evaluate.add_argument("--force", action="store_true", help="replace the report already in REPORT_DIR")
     evaluate.add_argument("--quiet", action="store_true")
 
 
@@ -103,6 +111,7 @@ def _add_compare(verbs: argparse._SubParsersAction) -> None:
     compare = verbs.add_parser("compare", help="metrics of several runs or reports side by side")
     compare.add_argument("paths", nargs="+", type=Path, metavar="RUN_OR_REPORT")
     compare.add_argument("--html", type=Path, help="also write a combined HTML page")
+    compare.add_argument("--force", action="store_true", help="replace the --html file if it exists")
 
 
 def _add_serve(verbs: argparse._SubParsersAction) -> None:
@@ -113,6 +122,13 @@ def _add_serve(verbs: argparse._SubParsersAction) -> None:
     serve.add_argument("--port", type=int, default=7860)
     serve.add_argument("--data-dir", type=Path, help="uploads and the job queue (default ~/.local/share/dreamvid)")
     serve.add_argument("--max-upload-mb", type=_positive_float, default=2048, help="largest upload accepted")
+    serve.add_argument("--max-viewers", type=_positive_int, default=8, help="live dreams at once")
+    serve.add_argument("--max-uploads", type=_positive_int, default=2, help="uploads arriving at once")
+    serve.add_argument("--max-queue", type=_positive_int, default=20, help="training jobs queued or running")
+    serve.add_argument("--max-data-gb", type=_positive_float, default=50,
+                       help="size the data folder may grow to with uploads and new runs")
+    serve.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
+                       help="a host name (or address) browsers use to reach a studio bound off loopback; repeatable")
 
 
 def _add_doctor(verbs: argparse._SubParsersAction) -> None:
@@ -149,19 +165,22 @@ def _eval(args: argparse.Namespace) -> None:
     from .evaluation import evaluate
     from .rundir import REPORT_HTML, RunDir
     evaluate(args.run, dream=args.dream, frames=args.frames, temperature=args.temperature, seed=args.seed,
-             reproject=args.reproject, out=args.out, progress=not args.quiet)
+             reproject=args.reproject, out=args.out, force=args.force, progress=not args.quiet)
     print(f"wrote {(args.out or RunDir(args.run).eval_dir) / REPORT_HTML}")
 
 
 def _compare(args: argparse.Namespace) -> None:
     from .evaluation import compare
-    print(compare(args.paths, html=args.html))
+    print(compare(args.paths, html=args.html, force=args.force))
 
 
 def _serve(args: argparse.Namespace) -> None:
     from .serve import serve
-    serve(args.runs, runs_dir=args.runs_dir, host=args.host, port=args.port, data_dir=args.data_dir,
-          max_upload_bytes=int(args.max_upload_mb * 2 ** 20))
+    from .serve.limits import Limits
+    limits = Limits(max_upload_bytes=int(args.max_upload_mb * 2 ** 20), max_viewers=args.max_viewers,
+                    max_uploads=args.max_uploads, max_queue=args.max_queue,
+                    max_data_bytes=int(args.max_data_gb * 2 ** 30), allowed_hosts=tuple(args.allowed_host))
+    serve(args.runs, runs_dir=args.runs_dir, host=args.host, port=args.port, data_dir=args.data_dir, limits=limits)
 
 
 def _doctor(args: argparse.Namespace) -> None:

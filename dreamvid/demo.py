@@ -14,6 +14,8 @@ from .errors import UsageError
 from .rundir import RunDir
 
 PREVIEW_FRAMES = 300
+OUTPUTS = ("footage.mp4", "run", "dream.mp4", "preview.mp4")
+MARKER = ".dreamvid-demo"  # a folder with it holds what an earlier demo wrote, which a new one may replace
 
 
 @dataclass
@@ -43,7 +45,7 @@ def demo(out: str | Path = "demo", *, minutes: float = 4.5, preset: str = "defau
     out = Path(out)
     if footage_frames < 1:
         raise UsageError(f"--frames must be at least 1, got {footage_frames}")
-    out.mkdir(parents=True, exist_ok=True)
+    _claim(out, force)
     footage = out / "footage.mp4"
     if force or not footage.is_file():
         footage.unlink(missing_ok=True)
@@ -56,6 +58,18 @@ def demo(out: str | Path = "demo", *, minutes: float = 4.5, preset: str = "defau
     dream = dreamer.dream(seconds=dream_seconds, seed=0).save(out / "dream.mp4", force=True, progress=progress)
     preview = write_preview(dreamer, out / "preview.mp4", progress=progress)
     return DemoResult(footage, run.path, dream, preview)
+
+
+def _claim(out: Path, force: bool) -> None:
+    """Make `out` the demo's folder; a UsageError if it holds one of the demo's file names that an earlier demo
+    did not write (the user's own), unless `force`."""
+    if not force and not (out / MARKER).exists():
+        taken = [out / name for name in OUTPUTS if (out / name).exists()]
+        if taken:
+            raise UsageError(f"{taken[0]} exists and was not made by dreamvid demo",
+                             "pass --force to replace it, or choose another -o")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MARKER).touch()
 
 
 def write_preview(dreamer, path: Path, frames: int = PREVIEW_FRAMES, progress: bool = True) -> Path:

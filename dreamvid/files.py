@@ -12,16 +12,27 @@ import secrets
 from pathlib import Path
 from typing import Any, Callable
 
+from .errors import DreamvidError
 
-def atomic_replace(path: str | Path, write: Callable[[str], None]) -> None:
+
+def atomic_replace(path: str | Path, write: Callable[[str], None],
+                   write_errors: tuple[type[BaseException], ...] = ()) -> None:
     """Call write(temp_path), then make that file `path`. The temp file is made with open(), not tempfile, so the
-    result gets the usual permissions (tempfile's 0600 would stick after the rename)."""
+    result gets the usual permissions (tempfile's 0600 would stick after the rename). A failed write (a full
+    disk, a file-size limit, no permission: an OSError, or one of `write_errors` from a writer that wraps its
+    own) is a DreamvidError, and `path` is left as it was."""
     path = Path(path)
     tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
     try:
         write(str(tmp))
         _fsync(tmp)
         os.replace(tmp, path)
+    except (OSError, *write_errors) as error:
+        tmp.unlink(missing_ok=True)
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error).splitlines()[0]
+        raise DreamvidError(f"cannot write {path}: {reason.lower()}",
+                            "free some disk space or fix the folder's permissions; the previous file is kept") \
+            from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -22,6 +22,15 @@ from dreamvid.errors import DreamvidError, UsageError
 VIDEO_SUFFIXES = (".mp4", ".webm", ".gif")
 READABLE = "mp4, mov, mkv, webm, avi or gif"
 FIX_OUTPUT = "choose another -o"
+# What the decoder may open: FFmpeg demuxers of video files and nothing else (a playlist or a concat list would
+# make it read other files or URLs), through the file protocol only.
+DEMUXERS = ("mov", "matroska", "webm", "avi", "gif", "mpegts", "mpeg", "flv", "ogg", "yuv4mpegpipe")
+OPEN_OPTIONS = {"protocol_whitelist": "file", "format_whitelist": ",".join(DEMUXERS)}
+READABLE_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".gif", ".ts", ".mts", ".mpg", ".mpeg",
+                     ".flv", ".ogv", ".y4m")
+MAX_PIXELS = 8192 * 8192            # a frame larger than this is refused after probing, before any decoding
+MAX_FRAMES = 1_000_000              # frames read from one file at most, whatever it declares (9 hours at 30 fps)
+MAX_GAP_S = 60.0                    # a jump between two frames' times longer than this is a damaged timestamp
 
 
 @dataclass(frozen=True)
@@ -39,16 +48,28 @@ class VideoInfo:
 
 
 def probe(path: str | Path) -> VideoInfo:
-    """Size, frame rate, length and codec of the first video stream of `path`."""
+    """Size, frame rate, length and codec of the first video stream of `path`; a DreamvidError for a frame size
+    no video has."""
     path = _input_file(path)
     with _open(path) as container:
         stream = _video_stream(container, path)
         rate = stream.average_rate or stream.guessed_rate or stream.base_rate
         duration = _video_duration(container, stream) or (container.duration / av.time_base
                                                             if container.duration else None)
-        return VideoInfo(path=path, width=stream.width, height=stream.height,
+        info = VideoInfo(path=path, width=stream.width, height=stream.height,
                          fps=float(rate) if rate else 25.0,  # 25 is FFmpeg's own guess when nothing says
                          frames=stream.frames or None, duration=duration, codec=stream.codec_context.name)
+    if not 0 < info.width * info.height <= MAX_PIXELS:
+        raise DreamvidError(f"{path} declares {info.width}x{info.height} frames, outside what dreamvid reads "
+                            f"(at most {MAX_PIXELS // 10 ** 6} megapixels)", "re-encode it at a smaller size")
+    return info
+
+
+def frame_limit(info: VideoInfo, fps: float) -> int:
+    """The most frames reading `info` at `fps` may give: its declared length with a margin, and MAX_FRAMES."""
+    if not info.duration:
+        return MAX_FRAMES
+    return min(MAX_FRAMES, int(info.duration * fps * 1.1) + round(2 * fps) + 2)
 
 
 def check_read_settings(size: int, fps: float | None, crop: str) -> None:
@@ -78,11 +99,16 @@ def read_frames(path: str | Path, *, size: int, fps: float | None = None, crop: 
 
 
 def _read(info: VideoInfo, size: int, fps: float, crop: str, warn: Callable[[str], None]) -> Iterator[np.ndarray]:
+    limit = frame_limit(info, fps)
     with _open(info.path) as container:
         stream = _video_stream(container, info.path)
         stream.thread_type = "AUTO"
         previous, array = None, None
-        for frame in _resample(_decode(info.path, container, stream, warn), fps, info.fps):
+        frames = _resample(_decode(info.path, container, stream, warn), fps, info.fps, info.path)
+        for count, frame in enumerate(frames):
+            if count == limit:
+                raise DreamvidError(f"{info.path} gives more frames than its declared length allows ({limit} at "
+                                    f"{fps:g} fps)", "re-encode the file; its timestamps are damaged")
             if frame is previous:
                 yield array.copy()
                 continue
@@ -139,16 +165,21 @@ def _video_duration(container: av.container.InputContainer, stream: av.VideoStre
     return None
 
 
-def _resample(frames: Iterable[av.VideoFrame], fps: float, source_fps: float) -> Iterator[av.VideoFrame]:
+def _resample(frames: Iterable[av.VideoFrame], fps: float, source_fps: float,
+              path: Path | str = "the video") -> Iterator[av.VideoFrame]:
     """For each output tick (1/fps apart), the latest frame shown at or before it: frames repeat or drop.
 
-    Works on presentation times, so variable-frame-rate input comes out evenly spaced.
+    Works on presentation times, so variable-frame-rate input comes out evenly spaced. A jump of more than
+    MAX_GAP_S between two frames is refused: repeating a frame over it would fill the disk.
     """
     step, eps = 1.0 / fps, 1e-6
     start = latest = time = None
     tick, end = 0, 0.0
     for frame in frames:
-        time = _shown_at(frame, time, source_fps)
+        previous, time = time, _shown_at(frame, time, source_fps)
+        if previous is not None and time - previous > MAX_GAP_S:
+            raise DreamvidError(f"{path} jumps from {previous:.3g} s to {time:.3g} s between two frames",
+                                "re-encode the file; its timestamps are damaged")
         if start is None:
             start = time
         while latest is not None and start + tick * step < time - eps:
@@ -211,18 +242,25 @@ def _input_file(path: str | Path) -> Path:
 
 def _open(path: Path) -> av.container.InputContainer:
     try:
-        return av.open(str(path))
+        return av.open(str(path), container_options=OPEN_OPTIONS)
     except PermissionError:
         raise DreamvidError(f"cannot read {path}: permission denied", "fix its permissions") from None
     except av.FFmpegError as error:
         raise DreamvidError(f"{path} is not a video FFmpeg can read ({error.strerror})",
+                            f"check that the file is complete and is a video ({READABLE})") from None
+    except UnicodeDecodeError:   # PyAV decodes the container's metadata as UTF-8 while opening
+        raise DreamvidError(f"{path} holds metadata that is not text; the file is damaged",
                             f"check that the file is complete and is a video ({READABLE})") from None
 
 
 def _video_stream(container: av.container.InputContainer, path: Path) -> av.VideoStream:
     if not container.streams.video:
         raise DreamvidError(f"{path} has no video stream", "pass a file with video, not only audio")
-    return container.streams.video[0]
+    stream = container.streams.video[0]
+    if stream.codec_context is None:   # a damaged header can name a codec FFmpeg has no decoder for
+        raise DreamvidError(f"{path} has a video stream FFmpeg cannot decode; the file is damaged or its codec "
+                            f"unknown", f"re-encode it as H.264 in an mp4 ({READABLE})")
+    return stream
 
 
 def _python_warning(message: str) -> None:

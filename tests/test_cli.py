@@ -61,7 +61,7 @@ def test_choices_offered_are_the_ones_config_defines():
     ((), "required: verb"),
     (("dreem", "runs/a"), "invalid choice: 'dreem'"),
     (("train", "clip.mp4"), "required: -o/--out"),
-    (("train", "clip.mp4", "-o", "run", "--fps", "0"), "must be positive"),
+    (("train", "clip.mp4", "-o", "run", "--fps", "0"), "must be a positive number"),
     (("train", "clip.mp4", "-o", "run", "--preset", "huge"), "invalid choice: 'huge'"),
     (("dream", "run", "--frames", "ten"), "invalid int value: 'ten'"),
     (("dream", "run", "--frames", "5", "--seconds", "2"), "not allowed with argument"),

@@ -29,3 +29,13 @@ def test_demo_reduced_writes_dream_and_side_by_side_preview(tmp_path):
                             "--seconds", "1", "--quiet"], capture_output=True, text=True, timeout=120)
     assert again.returncode == 0, again.stderr
     assert _frames_and_width(out / "dream.mp4")[0] == 15
+
+
+def test_demo_keeps_a_file_of_the_users_that_has_one_of_its_names(tmp_path):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "dream.mp4").write_bytes(b"my own video")
+    result = subprocess.run([sys.executable, "-m", "dreamvid", "demo", "-o", str(out), "--preset", "tiny",
+                             "--quiet"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "was not made by dreamvid demo" in result.stderr
+    assert (out / "dream.mp4").read_bytes() == b"my own video" and not (out / "footage.mp4").exists()

@@ -283,6 +283,9 @@ def test_compare_table_and_html(tmp_path, report_dir):
     assert frozen_row.split()[-4:] == ["1.00", "!", "1.00", "!"]  # flagged in the frozen ones only
     assert "!" not in frozen_row.split()[2:-4]
     assert (tmp_path / "cmp.html").read_text().count("<table") >= 4
+    with pytest.raises(UsageError, match="exists"):   # the page is the user's now
+        E.compare([out], html=tmp_path / "cmp.html")
+    E.compare([out], html=tmp_path / "cmp.html", force=True)
     with pytest.raises(UsageError):
         E.compare([tmp_path / "missing"])
     with pytest.raises(UsageError):
@@ -328,6 +331,8 @@ def test_evaluate_a_tiny_run_end_to_end(tmp_path):
     # The same run scoring a given video: the source clip itself, read at the run's size, is a full copy.
     replay = E.evaluate(run, dream=clip, out=tmp_path / "replay", progress=False)
     assert replay["meta"]["dream"] == str(clip) and replay["meta"]["dream_frames"] == 260
+    with pytest.raises(UsageError, match="report.json exists"):   # another folder's report is kept
+        E.evaluate(run, dream=clip, out=tmp_path / "replay", progress=False)
     assert replay["metrics"]["copying"]["copy_share"] > 0.9
     reprojected = E.evaluate(run, frames=60, seed=0, reproject=True, out=tmp_path / "reprojected", progress=False)
     assert reprojected["meta"]["reproject"] is True and reprojected["meta"]["dream"].endswith(", re-projected")

@@ -27,6 +27,7 @@ from synthetic import make_video
 from dreamvid.errors import UsageError
 from dreamvid.serve.app import create_app
 from dreamvid.serve.jobs import JobManager
+from dreamvid.serve.limits import Limits
 from dreamvid.serve.runs import safe_name
 from dreamvid.serve.streaming import FRAME_HEADER, DreamerPool, DreamStream
 
@@ -55,7 +56,7 @@ def tiny_run(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def client(tiny_run, tmp_path):
-    app = create_app([tiny_run], None, data_dir=tmp_path / "data", max_upload_bytes=5_000_000)
+    app = create_app([tiny_run], None, data_dir=tmp_path / "data", limits=Limits(max_upload_bytes=5_000_000))
     with TestClient(app, base_url=BASE) as c:
         c.app_state = app.state
         yield c
@@ -410,6 +411,8 @@ def test_a_viewer_without_a_run_picks_one_with_the_run_control(live):
 BAD_CONTROLS = [  # (message as sent, what the error says)
     ("not json", "controls must be JSON"),
     (b"\x00\x01", "controls must be JSON text, not binary"),
+    ("[" * 100_000 + "]" * 100_000, "controls must be JSON"),   # deeper than Python's stack
+    ({"type": "reseed", "seed": 2 ** 64}, "seed must be a whole number from 0 to 4294967295"),
     ([1, 2], "a control message must be a JSON object"),
     ({"temperature": 1}, "unknown control None"),
     ({"type": "jump"}, "unknown control 'jump'; send one of start, run, set, pause, reseed, record"),
@@ -637,8 +640,70 @@ def test_serve_checks_arguments_and_warns_off_loopback(tmp_path, tiny_run, monke
     import uvicorn
     calls = []
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.append(kw))
-    serve([tiny_run], host="0.0.0.0", port=7861, data_dir=tmp_path / "d")
+    with pytest.raises(UsageError, match="--allowed-host"):
+        serve([tiny_run], host="0.0.0.0", port=7861, data_dir=tmp_path / "d")
+    serve([tiny_run], host="0.0.0.0", port=7861, data_dir=tmp_path / "d", limits=Limits(allowed_hosts=("box",)))
     assert calls and calls[0]["host"] == "0.0.0.0"
     assert "warning" in capsys.readouterr().err
     serve([tiny_run], port=7861, data_dir=tmp_path / "d")
     assert "warning" not in capsys.readouterr().err
+
+
+# ---------- limits: viewers, uploads, queue, data folder, hosts, one studio per data folder ----------
+
+def test_a_viewer_past_the_limit_is_told_the_studio_is_full(tiny_run, tmp_path):
+    from starlette.websockets import WebSocketDisconnect
+    app = create_app([tiny_run], None, data_dir=tmp_path / "data", start_jobs=False, limits=Limits(max_viewers=2))
+    with TestClient(app, base_url=BASE) as c, c.websocket_connect(WS), c.websocket_connect(WS):
+        with c.websocket_connect(WS) as third:
+            assert json.loads(third.receive_text())["type"] == "full"
+            with pytest.raises(WebSocketDisconnect) as closed:
+                third.receive_text()
+            assert closed.value.code == 1013
+    with TestClient(app, base_url=BASE) as c, c.websocket_connect(WS) as again:   # the others left: room again
+        again.send_text(json.dumps({"type": "start", "run": run_id_of(c), "v": 1}))
+        assert '"full"' not in (again.receive().get("text") or "")
+
+
+def test_uploads_stop_at_the_queue_and_data_folder_limits(tiny_run, tmp_path):
+    clip = make_video(tmp_path / "clip.mp4", n_frames=8, width=32, height=32)
+    upload = "/api/upload?filename=clip.mp4&preset=tiny&size=32&minutes=0.1"
+    app = create_app([tiny_run], None, data_dir=tmp_path / "data", start_jobs=False,
+                     limits=Limits(max_queue=1, max_data_bytes=clip.stat().st_size * 3 // 2))
+    with TestClient(app, base_url=BASE) as c:
+        assert c.post(upload, content=clip.read_bytes(), headers=MUTATE).status_code == 201
+        queue_full = c.post(upload, content=clip.read_bytes(), headers=MUTATE)
+        assert queue_full.status_code == 429 and "queue is full" in queue_full.json()["error"]
+        c.post(f"/api/jobs/{c.get('/api/jobs').json()['jobs'][0]['id']}/cancel", headers=MUTATE)
+        folder_full = c.post(upload, content=clip.read_bytes(), headers=MUTATE)
+        assert folder_full.status_code == 413 and "limit" in folder_full.json()["error"]
+
+
+def test_off_loopback_only_the_allowed_host_names_are_answered(tiny_run, tmp_path):
+    app = create_app([tiny_run], None, data_dir=tmp_path / "data", start_jobs=False, host="0.0.0.0",
+                     limits=Limits(allowed_hosts=("studio.example",)))
+    with TestClient(app, base_url="http://studio.example") as c:
+        assert c.get("/api/runs").status_code == 200
+        assert c.get("/api/runs", headers={"Host": "evil.example"}).status_code == 403
+        assert c.get("/api/runs", headers={"Host": "127.0.0.1:7860"}).status_code == 200
+
+
+def test_one_studio_per_data_folder_and_an_unreadable_queue_is_kept_aside(tmp_path, capsys):
+    from dreamvid.errors import DreamvidError
+    from dreamvid.serve.limits import data_folder_lock
+    with data_folder_lock(tmp_path / "data"):
+        with pytest.raises(DreamvidError, match="another dreamvid serve"):
+            with data_folder_lock(tmp_path / "data"):
+                pass
+    (tmp_path / "data" / "jobs.json").write_text('{"jobs": [{"id": "x", "state": "queu')   # a torn write
+    jobs = JobManager(tmp_path / "data")
+    assert jobs.list() == [] and not (tmp_path / "data" / "jobs.json").exists()
+    aside, = (tmp_path / "data").glob("jobs.json.unreadable-*")
+    assert aside.read_text().startswith('{"jobs"') and "moved it to" in capsys.readouterr().err
+
+
+def test_two_recordings_in_one_second_get_two_names(tmp_path):
+    from dreamvid.serve.streaming import reserve_name
+    first, first_marker = reserve_name(tmp_path, "dream-20260101-000000")
+    second, _ = reserve_name(tmp_path, "dream-20260101-000000")
+    assert first != second and first_marker.exists() and not first.exists()

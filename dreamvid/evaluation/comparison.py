@@ -35,11 +35,13 @@ def _read_report(path: Path) -> dict:
     return report
 
 
-def compare(paths: list, html: Path | None = None) -> str:
+def compare(paths: list, html: Path | None = None, force: bool = False) -> str:
     """The headline metrics of several runs/reports side by side, as a terminal table; `html` also writes
-    a combined page. Flagged numbers are marked with '!'."""
+    a combined page (an existing file only with `force`). Flagged numbers are marked with '!'."""
     if not paths:
         raise UsageError("compare needs at least one run or report")
+    if html is not None and Path(html).exists() and not force:
+        raise UsageError(f"{html} exists", "pass --force to replace it, or choose another --html")
     loaded = [load_report(p) for p in paths]
     names = _unique([name for name, _ in loaded])
     reports = [report for _, report in loaded]

@@ -31,13 +31,13 @@ REPORT_VERSION = 1
 
 
 def evaluate(run_dir, *, dream=None, frames: int = 10000, temperature: float | None = None, seed: int = 0,
-             reproject: bool = False, out=None, progress: bool = True) -> dict:
+             reproject: bool = False, out=None, force: bool = False, progress: bool = True) -> dict:
     """Evaluate a run: generate a `frames`-long dream (or read the video `dream`), score it against the
     run's training and held-out frames, calibrate with reference dreams, add the model's reconstruction,
     prediction and diversity numbers, and write report.json and report.html to `out` (default
-    RUN_DIR/eval). `temperature` None uses the run's default; `reproject` dreams as `Dreamer.session` says.
-    Returns the report."""
-    run, dream, out = _check_arguments(run_dir, dream, frames, temperature, reproject, out)
+    RUN_DIR/eval, whose report is replaced; another folder's only with `force`). `temperature` None uses the
+    run's default; `reproject` dreams as `Dreamer.session` says. Returns the report."""
+    run, dream, out = _check_arguments(run_dir, dream, frames, temperature, reproject, out, force)
     started = time.perf_counter()
     dreamer = load(run.path)
     temperature = float(dreamer.config.rnn.temperature) if temperature is None else temperature
@@ -59,7 +59,8 @@ def evaluate(run_dir, *, dream=None, frames: int = 10000, temperature: float | N
                               started=started)
 
 
-def _check_arguments(run_dir, dream, frames, temperature, reproject, out) -> tuple[RunDir, Path | None, Path]:
+def _check_arguments(run_dir, dream, frames, temperature, reproject, out,
+                     force: bool = False) -> tuple[RunDir, Path | None, Path]:
     """The run folder, the --dream video and the output folder, or a usage error naming what is wrong."""
     run = RunDir(run_dir)
     if not run.path.is_dir():
@@ -71,6 +72,10 @@ def _check_arguments(run_dir, dream, frames, temperature, reproject, out) -> tup
         raise UsageError(f"--frames must be a whole number of at least 2, got {frames}")
     if dream is not None:
         dream = _check_dream_path(Path(dream), reproject)
+    if out is not None and not force:
+        taken = [Path(out) / name for name in (REPORT_JSON, REPORT_HTML) if (Path(out) / name).exists()]
+        if taken:
+            raise UsageError(f"{taken[0]} exists", "pass --force to replace it, or choose another -o")
     out = Path(out) if out is not None else run.eval_dir
     if out.exists() and not out.is_dir():
         raise UsageError(f"{out} exists and is not a folder", "choose another -o")

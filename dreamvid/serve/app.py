@@ -25,12 +25,12 @@ from ..errors import DreamvidError, UsageError
 from ..rundir import RunDir
 from .guard import REPORT_CSP, GuardMiddleware, SecurityHeaders, is_loopback
 from .jobs import JobManager, new_job_id
+from .limits import Limits, data_folder_lock, folder_bytes
 from .runs import RunRegistry, dream_path, latest_preview, loss_curves, run_id
 from .streaming import DreamerPool, DreamStream, encode_jpeg, source_count, source_frame
 from .uploads import UploadForm, human_size, keep_if_video, receive, refuse_declared_size
 
 STATIC_DIR = Path(__file__).parent / "static"
-DEFAULT_MAX_UPLOAD = 2 * 1024 ** 3
 
 
 def default_data_dir() -> Path:
@@ -61,7 +61,7 @@ class Studio:
     )
 
     def __init__(self, run_dirs: list[Path] | None = None, runs_dir: Path | None = None, *,
-                 data_dir: Path | None = None, host: str = "127.0.0.1", max_upload_bytes: int = DEFAULT_MAX_UPLOAD,
+                 data_dir: Path | None = None, host: str = "127.0.0.1", limits: Limits = Limits(),
                  loader: Callable[[Path], Any] | None = None, train_command: Callable[[dict], list[str]] | None = None,
                  start_jobs: bool = True, writer_factory=None):
         self.data_dir = (Path(data_dir) if data_dir is not None else default_data_dir()).expanduser().resolve()
@@ -70,7 +70,8 @@ class Studio:
         for folder in (self.data_dir, self.uploads_dir, self.runs_root):
             folder.mkdir(parents=True, exist_ok=True)
         self.loopback_only = is_loopback(host)
-        self.max_upload_bytes = max_upload_bytes
+        self.limits = limits
+        self.viewers = self.uploads = 0   # changed on the event loop only
         self.start_jobs = start_jobs
         self.writer_factory = writer_factory
         self.jobs = JobManager(self.data_dir, command=train_command)
@@ -85,7 +86,7 @@ class Studio:
                         exception_handlers={HTTPException: on_http_error, DreamvidError: on_dreamvid_error,
                                             Exception: on_crash})
         app.add_middleware(SecurityHeaders)
-        app.add_middleware(GuardMiddleware, loopback_only=self.loopback_only)
+        app.add_middleware(GuardMiddleware, loopback_only=self.loopback_only, allowed_hosts=self.limits.allowed_hosts)
         app.state.jobs, app.state.data_dir = self.jobs, self.data_dir  # for tests
         return app
 
@@ -125,8 +126,8 @@ class Studio:
 
         return JSONResponse({
             "presets": list(PRESETS), "sizes": list(SUPPORTED_SIZES), "default_preset": "default",
-            "default_size": 64, "max_upload_bytes": self.max_upload_bytes,
-            "max_upload": human_size(self.max_upload_bytes), "runs_dir": str(self.runs_root),
+            "default_size": 64, "max_upload_bytes": self.limits.max_upload_bytes,
+            "max_upload": human_size(self.limits.max_upload_bytes), "runs_dir": str(self.runs_root),
             "data_dir": str(self.data_dir),
         })
 
@@ -165,15 +166,33 @@ class Studio:
 
     async def upload(self, request: Request) -> Response:
         form = UploadForm.read(request.query_params)
-        refuse_declared_size(request.headers.get("content-length"), self.max_upload_bytes)
-        job_id = new_job_id()
-        stored = form.stored_path(self.uploads_dir, job_id)
-        await receive(request.stream(), stored, self.max_upload_bytes)
+        limit = await run_in_threadpool(self.upload_room)
+        refuse_declared_size(request.headers.get("content-length"), limit)
+        if self.uploads >= self.limits.max_uploads:
+            raise HTTPException(429, f"{self.uploads} uploads are arriving already; wait for one to finish")
+        self.uploads += 1
+        try:
+            job_id = new_job_id()
+            stored = form.stored_path(self.uploads_dir, job_id)
+            await receive(request.stream(), stored, limit)
+        finally:
+            self.uploads -= 1
         await run_in_threadpool(keep_if_video, stored, form.shown_name)
         out = self.new_run_folder(form.run_name)
         job = self.jobs.submit(upload=stored, out=out, source_name=form.filename[:200], name=out.name,
                                preset=form.preset, size=form.size, minutes=form.minutes, job_id=job_id)
         return JSONResponse({"job": public_job(job)}, status_code=201)
+
+    def upload_room(self) -> int:
+        """Bytes the next upload may have: the upload limit, or what the data folder has left; HTTP 429 when
+        the queue is full, 507 when the folder is."""
+        queued = sum(job.get("state") in ("queued", "running", "cancelling") for job in self.jobs.list())
+        if queued >= self.limits.max_queue:
+            raise HTTPException(429, f"the training queue is full ({queued} jobs); wait for one to finish")
+        left = self.limits.max_data_bytes - folder_bytes(self.data_dir)
+        if left <= 0:
+            raise HTTPException(507, f"the studio's data folder is full ({human_size(self.limits.max_data_bytes)})")
+        return min(self.limits.max_upload_bytes, left)
 
     def new_run_folder(self, name: str) -> Path:
         """RUNS/name, or name-2, name-3...: never an existing folder, nor one a queued job will write."""
@@ -214,8 +233,21 @@ class Studio:
 
     async def dream_socket(self, ws: WebSocket) -> None:
         """One viewer's dream: its own DreamStream thread; a sender task writes what the stream has ready, this
-        task reads the viewer's controls. Only the sender writes to the socket."""
+        task reads the viewer's controls. Only the sender writes to the socket. Past the viewer limit it says so
+        and closes ("try again later")."""
         await ws.accept()
+        if self.viewers >= self.limits.max_viewers:
+            await ws.send_text(json.dumps({"type": "full", "message": f"the studio is full: {self.viewers} viewers "
+                                                                      f"are watching; it will retry"}))
+            await ws.close(code=1013)
+            return
+        self.viewers += 1
+        try:
+            await self.dream_for(ws)
+        finally:
+            self.viewers -= 1
+
+    async def dream_for(self, ws: WebSocket) -> None:
         loop, wake = asyncio.get_running_loop(), asyncio.Event()
 
         def notify() -> None:  # from the stream's thread; a no-op once the loop is gone (the client left)
@@ -267,7 +299,7 @@ def apply_control(stream: DreamStream, text: str | None) -> str | None:
         return "controls must be JSON text, not binary"
     try:
         message = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):   # RecursionError: JSON nested deeper than Python's stack
         return "controls must be JSON"
     try:
         stream.apply(message)
@@ -317,32 +349,39 @@ async def on_crash(request: Request, exc: Exception) -> Response:
 
 def create_app(run_dirs: list[Path] | None = None, runs_dir: Path | None = None, **options) -> Starlette:
     """The studio as a Starlette app (tests drive it directly; `serve` runs it under uvicorn). Options are
-    `Studio`'s: data_dir, host, max_upload_bytes, loader, train_command, start_jobs, writer_factory."""
+    `Studio`'s: data_dir, host, limits, loader, train_command, start_jobs, writer_factory."""
     return Studio(run_dirs, runs_dir, **options).app()
 
 
 def serve(run_dirs: list[Path], runs_dir: Path | None = None, host: str = "127.0.0.1", port: int = 7860,
-          data_dir: Path | None = None, max_upload_bytes: int = DEFAULT_MAX_UPLOAD) -> None:
-    """Run the studio until Ctrl-C. Raises UsageError for a folder that is not a run or a port in use."""
+          data_dir: Path | None = None, limits: Limits = Limits()) -> None:
+    """Run the studio until Ctrl-C. Raises UsageError for a folder that is not a run, a port in use, or a
+    non-loopback bind without the host names to accept; DreamvidError when another studio uses the data folder."""
     import uvicorn
 
     _check_arguments(run_dirs, runs_dir, port)
     _require_websocket_library()
     _check_port_free(host, port)
     if not is_loopback(host):
+        if not limits.allowed_hosts:
+            raise UsageError(f"--host {host} answers other machines, so the studio needs the names they use for it",
+                             "add --allowed-host NAME (the host name or address in the browser's address bar)")
         print(f"warning: the studio is bound to {host}, so anyone who can reach this machine on port {port} can "
               f"watch, upload videos and start training. It has no login. Bind 127.0.0.1 (the default) unless "
               f"that is what you want.", file=sys.stderr)
     _tune_threads()
-    try:
-        studio = Studio(run_dirs, runs_dir, data_dir=data_dir, host=host, max_upload_bytes=max_upload_bytes)
-    except OSError as exc:
-        raise DreamvidError(f"cannot use the studio's data folder ({exc})", "pass a writable data folder") from None
-    shown = f"[{host}]" if ":" in host else host
-    print(f"dreamvid studio on http://{shown}:{port}/  (data: {studio.data_dir}, new runs: {studio.runs_root}; "
-          f"Ctrl-C stops)", file=sys.stderr, flush=True)
-    uvicorn.run(studio.app(), host=host.strip("[]"), port=port, log_level="warning", ws_max_size=1 << 20,
-                timeout_graceful_shutdown=5)
+    data_dir = (Path(data_dir) if data_dir is not None else default_data_dir()).expanduser().resolve()
+    with contextlib.ExitStack() as held:
+        try:
+            held.enter_context(data_folder_lock(data_dir))
+            studio = Studio(run_dirs, runs_dir, data_dir=data_dir, host=host, limits=limits)
+        except OSError as exc:
+            raise DreamvidError(f"cannot use the studio's data folder ({exc})", "pass a writable data folder") from None
+        shown = f"[{host}]" if ":" in host else host
+        print(f"dreamvid studio on http://{shown}:{port}/  (data: {studio.data_dir}, new runs: {studio.runs_root}; "
+              f"Ctrl-C stops)", file=sys.stderr, flush=True)
+        uvicorn.run(studio.app(), host=host.strip("[]"), port=port, log_level="warning", ws_max_size=1 << 20,
+                    timeout_graceful_shutdown=5)
 
 
 def _check_arguments(run_dirs: list[Path], runs_dir: Path | None, port: int) -> None:

@@ -28,15 +28,17 @@ def is_loopback(host: str) -> bool:
 class GuardMiddleware:
     """Host and Origin checks for every request and WebSocket, and a custom header on every state change.
 
-    - Host must be a loopback name when the server is bound to loopback (stops DNS-rebinding pages).
+    - Host must be a loopback name, or off loopback one of the names given with --allowed-host (stops
+      DNS-rebinding pages).
     - An Origin header, when present, must be this server (stops other sites' pages driving it, WebSocket
       included).
     - POSTs must carry `X-Dreamvid: 1`, which a cross-site form or simple request cannot add.
     """
 
-    def __init__(self, app, loopback_only: bool):
+    def __init__(self, app, loopback_only: bool, allowed_hosts: tuple[str, ...] = ()):
         self.app = app
         self.loopback_only = loopback_only
+        self.allowed_hosts = {name.strip("[]").lower() for name in allowed_hosts}
 
     async def __call__(self, scope, receive, send):
         if scope["type"] not in ("http", "websocket"):
@@ -55,8 +57,9 @@ class GuardMiddleware:
         """Why this request is refused, or None."""
         headers = Headers(scope=scope)
         host = headers.get("host", "")
-        if self.loopback_only and not is_loopback(urlsplit(f"//{host}").hostname or ""):
-            return "unexpected Host header; open the studio at http://127.0.0.1:PORT"
+        name = urlsplit(f"//{host}").hostname or ""
+        if not is_loopback(name) and (self.loopback_only or name not in self.allowed_hosts):
+            return "unexpected Host header; open the studio at an address it was started to answer"
         origin = headers.get("origin")
         if origin and (origin == "null" or urlsplit(origin).netloc != host):
             return "requests from other sites are not accepted"

@@ -68,8 +68,11 @@ class JobManager:
     # ---- persistence ----
 
     def _load(self) -> list[dict]:
-        raw = read_json(self.state_path) or {}
-        jobs = [j for j in raw.get("jobs", []) if isinstance(j, dict) and "id" in j]
+        raw = read_json(self.state_path)
+        if self.state_path.exists() and (raw is None or not isinstance(raw.get("jobs"), list)):
+            self._set_aside()
+            raw = None
+        jobs = [j for j in (raw or {}).get("jobs", []) if isinstance(j, dict) and "id" in j]
         for job in jobs:
             if job.get("state") in ("running", "cancelling"):
                 if _pid_alive(job.get("pid"), job.get("out", "")):
@@ -77,6 +80,13 @@ class JobManager:
                 else:
                     job.update(state="interrupted", finished=job.get("finished") or time.time(), error=INTERRUPTED)
         return jobs
+
+    def _set_aside(self) -> None:
+        """Move an unreadable jobs.json out of the way, so the next save does not overwrite what it held."""
+        aside = self.state_path.with_name(f"jobs.json.unreadable-{time.strftime('%Y%m%d-%H%M%S')}")
+        os.replace(self.state_path, aside)
+        print(f"warning: {self.state_path} could not be read; moved it to {aside.name} and started with an "
+              f"empty queue", file=sys.stderr)
 
     def _save(self) -> None:
         with self._lock:

@@ -13,6 +13,8 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import itertools
+import os
 import queue
 import struct
 import sys
@@ -123,6 +125,22 @@ def _video_writer(path: Path, fps: float, size: int):
     return VideoWriter(path, fps, upscale=default_upscale(size))
 
 
+def reserve_name(folder: Path, stem: str) -> tuple[Path, Path]:
+    """`folder/stem.mp4` (or stem-2.mp4, ...) that no file and no other recording has, and the hidden marker
+    that reserves it, made with O_EXCL: two recordings started in one second never pick the same name."""
+    for number in itertools.count(1):
+        path = folder / (f"{stem}.mp4" if number == 1 else f"{stem}-{number}.mp4")
+        marker = folder / f".{path.name}.reserved"
+        if path.exists():
+            continue
+        try:
+            os.close(os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL))
+        except FileExistsError:
+            continue
+        return path, marker
+    raise AssertionError("unreachable")
+
+
 class Recorder:
     """Writes the next `n_frames` frames of a stream to an mp4 in RUN_DIR/dreams/, off the stream's thread.
 
@@ -135,13 +153,7 @@ class Recorder:
         self.n_frames = n_frames
         self.pushed = 0
         dreams_dir.mkdir(parents=True, exist_ok=True)
-        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        final = dreams_dir / f"dream-{stamp}.mp4"
-        i = 2
-        while final.exists():
-            final = dreams_dir / f"dream-{stamp}-{i}.mp4"
-            i += 1
-        self.path = final
+        self.path, self._reservation = reserve_name(dreams_dir, f"dream-{datetime.now():%Y%m%d-%H%M%S}")
         self._queue: queue.Queue = queue.Queue(maxsize=n_frames + 1)
         self._fps, self._size = fps, size
         self._on_done = on_done
@@ -167,6 +179,12 @@ class Recorder:
             self._queue.put(None)
 
     def _write(self) -> None:
+        try:
+            self._write_frames()
+        finally:
+            self._reservation.unlink(missing_ok=True)
+
+    def _write_frames(self) -> None:
         writer = None
         try:
             # The writer encodes to a hidden temporary file and renames it when closed: the gallery never

@@ -2,6 +2,7 @@
 limit), and the check that it really is a video (decoded, not judged by its name)."""
 from __future__ import annotations
 
+import asyncio
 import math
 import os
 from dataclasses import dataclass
@@ -11,7 +12,10 @@ from typing import AsyncIterator, Mapping
 from starlette.exceptions import HTTPException
 
 from ..errors import DreamvidError, UsageError
+from ..video import READABLE_SUFFIXES
 from .runs import safe_name
+
+WRITE_BYTES = 1 << 20  # an upload is written to disk in blocks of this size
 
 
 def human_size(n: float) -> str:
@@ -48,7 +52,11 @@ class UploadForm:
             raise UsageError(f"size {size} is not supported", f"use one of {', '.join(map(str, SUPPORTED_SIZES))}")
         if not (math.isfinite(minutes) and 0.05 <= minutes <= 24 * 60):
             raise UsageError("minutes must be between 0.05 and 1440")
-        return cls(query.get("filename") or "upload", query.get("name") or "", preset, size, minutes)
+        filename = query.get("filename") or "upload"
+        if Path(filename).suffix.lower() not in READABLE_SUFFIXES:
+            raise UsageError(f"{Path(filename).name[:100]} is not named as a video file",
+                             f"upload one ending in {', '.join(READABLE_SUFFIXES)}")
+        return cls(filename, query.get("name") or "", preset, size, minutes)
 
     @property
     def shown_name(self) -> str:
@@ -79,14 +87,18 @@ async def receive(chunks: AsyncIterator[bytes], path: Path, limit: int) -> None:
     """Write the body to `path` as it arrives, through a hidden partial file; past `limit` bytes, or when
     empty, it is refused and nothing is left behind."""
     partial = path.with_name("." + path.name + ".part")
-    received = 0
+    received, pending = 0, bytearray()
     try:
         with open(partial, "wb") as f:
             async for chunk in chunks:
                 received += len(chunk)
                 if received > limit:
                     raise HTTPException(413, f"the file is over the {human_size(limit)} upload limit")
-                f.write(chunk)
+                pending += chunk
+                if len(pending) >= WRITE_BYTES:   # the disk is written off the event loop, a block at a time
+                    await asyncio.to_thread(f.write, bytes(pending))
+                    pending.clear()
+            await asyncio.to_thread(f.write, bytes(pending))
         if received == 0:
             raise UsageError("the upload is empty", "choose a video file")
         os.replace(partial, path)

@@ -6,7 +6,7 @@ const $ = (id) => document.getElementById(id);
 const state = {
   ws: null, runs: [], run: null, runInfo: null, paused: false, version: 0,
   pendingChange: null, decoding: false, pendingFrame: null, retry: 0,
-  info: null, jobsTimer: null, lastJobsKey: "",
+  info: null, jobsTimer: null, lastJobsKey: "", full: false,
 };
 // Read by the browser tests and handy in the console.
 // With `trace` on, a checksum of every drawn frame is kept by "version:frame number in the dream" (last 600).
@@ -81,7 +81,8 @@ function connect() {
     else onFrame(event.data);
   };
   ws.onclose = () => {
-    setConnection("disconnected – retrying", "down");
+    setConnection(state.full ? "studio full – retrying" : "disconnected – retrying", "down");
+    state.full = false;
     window.dreamvid.ready = false;
     const delay = Math.min(5000, 500 * 2 ** state.retry++);
     setTimeout(connect, delay);
@@ -223,6 +224,10 @@ function onEvent(event) {
       refreshRuns();
       break;
     }
+    case "full":
+      state.full = true;
+      showError(event.message);
+      break;
     case "error":
       $("record").disabled = false;
       if (event.run && event.run === state.run) $("screen-note").textContent = event.message;
