@@ -2,13 +2,14 @@
 
 Model choice is made here, by config, never by if-chains spread over the other modules: `models.py` builds
 whatever a `VAEConfig` / `RNNConfig` describes, and a new preset is one entry in `PRESETS`. Every field is set
-by some preset or command-line option; settings that were measured and not kept are retired (`RETIRED`).
+by some preset or command-line option; settings that were measured and not kept are retired (`RETIREMENTS`).
 Nothing here imports torch: the command line reads the preset names and choices from this module.
 """
 from __future__ import annotations
 
 import copy
 import json
+import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,30 @@ SUPPORTED_SIZES = (32, 64, 128, 256)
 CROPS = ("center", "full")                   # square centre crop, or the whole frame letterboxed
 RNN_CELLS = ("lstm", "lnlstm")
 DEFAULT_MINUTES = 10.0                       # the budget without --minutes or epochs: worth watching on a laptop
+MOST_CODES = 4096                            # spatial: combinations of FSQ levels a cell may have (the dream
+                                             # model's head has one output per code)
+
+# The range of every number a config.json may hold: a hand-edited or damaged file is refused when it is read,
+# before it can ask for a model too big to build. None (where a field allows it) is not checked.
+VAE_BOUNDS = {"z_dim": (1, 4096), "channels": (1, 1024), "hidden": (1, 8192), "free_bits": (0, 100), "lr": (0, 1),
+              "levels": (2, 64), "encoder_blocks": (0, 16), "decoder_blocks": (0, 16), "grad_clip": (0, 1_000_000)}
+RNN_BOUNDS = {"hidden": (1, 8192), "layers": (1, 8), "gaussians": (1, 64), "seq_len": (1, 4096), "lr": (0, 1),
+              "lr_decay": (0, 1), "grad_clip": (0, 1_000_000), "feed_noise": (0, 10), "temperature": (0, 100),
+              "width": (1, 1024), "sampling_steps": (1, 64), "global_size": (1, 1024)}
+DATA_BOUNDS = {"fps": (0, 1000)}
+TRAIN_BOUNDS = {"minutes": (0, 1_000_000), "vae_epochs": (0, 10 ** 9), "rnn_epochs": (0, 10 ** 9),
+                "batch_size": (1, 65536), "rnn_batch_size": (1, 65536), "vae_share": (0, 1), "seed": (0, 2 ** 63 - 1)}
+
+
+def check_bounds(section: str, config: Any, bounds: dict[str, tuple[float, float]]) -> None:
+    """ValueError for a number (or a member of a tuple of numbers) of `config` outside its range in `bounds`."""
+    for name, (low, high) in bounds.items():
+        value = getattr(config, name)
+        for item in value if isinstance(value, (tuple, list)) else (value,):
+            if item is None and not isinstance(value, (tuple, list)):
+                continue
+            if isinstance(item, bool) or not isinstance(item, (int, float)) or not low <= item <= high:
+                raise ValueError(f"{section}.{name} must be from {low} to {high}, not {item!r}")
 
 
 @dataclass
@@ -34,12 +59,19 @@ class VAEConfig:
     free_bits: float = 0.0                   # KL tolerance per latent dimension, in nats (World Models: 0.5)
     lr: float = 1e-3
     levels: tuple[int, ...] = ()             # spatial: FSQ levels of each latent channel, e.g. (8, 5, 5, 5)
-    encoder_blocks: int = 1                  # spatial: residual blocks at the cell grid
-    decoder_blocks: int = 2
+    encoder_blocks: int = 1                  # spatial: hidden layers of the per-cell encoder
+    decoder_blocks: int = 2                  # spatial: residual blocks of the decoder at the cell grid
+    grad_clip: float | None = None           # spatial: largest gradient norm of the loss per pixel (it diverged
+                                             # after ~8,000 steps without)
 
     def __post_init__(self):
-        if self.kind == "spatial" and (not self.levels or min(self.levels) < 2 or self.size % 4):
-            raise ValueError("a spatial VAE needs vae.levels of at least 2 each and a size divisible by 4")
+        check_bounds("vae", self, VAE_BOUNDS)
+        if self.size not in SUPPORTED_SIZES:
+            raise ValueError(f"vae.size must be one of {', '.join(map(str, SUPPORTED_SIZES))}, not {self.size!r}")
+        if len(self.channels) > 8 or len(self.hidden) > 8 or len(self.levels) > 8:
+            raise ValueError("vae.channels, vae.hidden and vae.levels hold at most 8 numbers each")
+        if self.kind == "spatial" and (not self.levels or math.prod(self.levels) > MOST_CODES):
+            raise ValueError(f"a spatial VAE needs vae.levels whose product is at most {MOST_CODES}")
 
 
 @dataclass
@@ -60,21 +92,21 @@ class RNNConfig:
     temperature: float = 1.0                 # default dreaming temperature
     decode_spread: float = 1.0               # share of each sample's random spread that its frame shows; the
                                              # RNN is always fed the whole sample (0: frames show the centers)
-    width: int = 48                          # map: channels of the convolutions at the cell grid
+    width: int = 48                          # map: channels of the renderer's convolutions at the cell grid
     sampling_steps: int = 4                  # map: MaskGIT rounds that fill one map
-    context_noise: float = 0.0               # map: the largest noise level put on the maps it is conditioned on
-    own_samples: float = 0.0                 # map: share of training steps conditioned on its own samples
+    global_size: int = 32                    # map: numbers in each frame's global latent, which the LSTM moves
 
     def __post_init__(self):
         # Checked here so that a hand-edited or damaged config.json fails on load, not mid-dream.
+        check_bounds("rnn", self, RNN_BOUNDS)
         if self.cell not in RNN_CELLS:
             raise ValueError(f"rnn.cell must be one of {', '.join(RNN_CELLS)}, not {self.cell!r}")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"rnn.dropout must be at least 0 and below 1, not {self.dropout}")
         if not 0 <= self.decode_spread <= 1:
             raise ValueError(f"rnn.decode_spread must be from 0 to 1, not {self.decode_spread}")
-        if not 0 <= self.own_samples < 1 or self.context_noise < 0 or self.sampling_steps < 1:
-            raise ValueError("rnn.own_samples must be in [0, 1), rnn.context_noise >= 0, rnn.sampling_steps >= 1")
+        if self.sampling_steps < 1 or self.global_size < 1:
+            raise ValueError("rnn.sampling_steps and rnn.global_size must be at least 1")
 
 
 @dataclass
@@ -84,6 +116,11 @@ class DataConfig:
     crop: str = "center"
     sources: list[str] = field(default_factory=list)
     cache_key: str = ""
+
+    def __post_init__(self):
+        check_bounds("data", self, DATA_BOUNDS)
+        if self.size not in SUPPORTED_SIZES:
+            raise ValueError(f"data.size must be one of {', '.join(map(str, SUPPORTED_SIZES))}, not {self.size!r}")
 
 
 @dataclass
@@ -98,6 +135,9 @@ class TrainConfig:
     seed: int = 0
     bf16: bool = True                        # bf16 autocast where the hardware does it fast
 
+    def __post_init__(self):
+        check_bounds("train", self, TRAIN_BOUNDS)
+
     def budget_seconds(self) -> float | None:
         """The job's wall-clock budget, None when only epochs bound it."""
         if self.minutes is None and self.vae_epochs is None and self.rnn_epochs is None:
@@ -107,44 +147,54 @@ class TrainConfig:
 
 # --- retired settings -------------------------------------------------------------------------------------
 
-RETIRED_IN = "0.1.0"
-RETIRED_AT = "7160bca"             # the last commit that had them
-# Settings dreamvid 0.1.0 measured and did not keep (docs/results.md), with the default they had there. A
-# config.json that holds one at that default is read without it; any other value describes a model this version
-# cannot build, and loading says so.
-RETIRED: dict[str, dict[str, Any]] = {
-    "vae": {"kl_weight": 1.0, "kl_anneal": 0.0, "lr_schedule": "constant", "adversarial_weight": 0.0,
-            "adversarial_start": 0.3, "critic_channels": 32, "gradient_weight": 0.0, "ssim_weight": 0.0,
-            "edge_weight": 0.0, "refine": 0, "coords": False, "grid": 0, "decoder_tuning": 0.0},
-    "rnn": {"input_noise": 0.0, "open_loop": 0.0, "latents": "samples"},
-    "train": {"default_minutes": DEFAULT_MINUTES},
-}
-# Values of fields that stay, retired with the models they chose.
-RETIRED_VALUES: dict[str, dict[str, tuple[Any, ...]]] = {
-    "vae": {"reconstruction": ("l1",)},
-    "rnn": {"cell": ("gru", "transformer")},
-}
+@dataclass(frozen=True)
+class Retirement:
+    """Settings one version measured and did not keep (docs/results.md), with the default each had there, and
+    values of fields that stay, retired with the models they chose. A config.json that holds a retired field at
+    its old default is read without it; any other value describes a model this version cannot build, and loading
+    says so."""
+
+    version: str
+    commit: str                                  # the last commit that had them: a tag does not travel with a clone
+    fields: dict[str, dict[str, Any]]
+    values: dict[str, dict[str, tuple[Any, ...]]] = field(default_factory=dict)
+
+
+RETIREMENTS = (
+    Retirement("0.1.0", "7160bca", fields={
+        "vae": {"kl_weight": 1.0, "kl_anneal": 0.0, "lr_schedule": "constant", "adversarial_weight": 0.0,
+                "adversarial_start": 0.3, "critic_channels": 32, "gradient_weight": 0.0, "ssim_weight": 0.0,
+                "edge_weight": 0.0, "refine": 0, "coords": False, "grid": 0, "decoder_tuning": 0.0},
+        "rnn": {"input_noise": 0.0, "open_loop": 0.0, "latents": "samples"},
+        "train": {"default_minutes": DEFAULT_MINUTES},
+    }, values={"vae": {"reconstruction": ("l1",)}, "rnn": {"cell": ("gru", "transformer")}}),
+    # The ConvGRU map dream model's levers: its maps eroded whatever they were (docs/results.md).
+    Retirement("0.3.0", "174d4e2", fields={"rnn": {"context_noise": 0.0, "own_samples": 0.0}}),
+)
 
 
 def without_retired(raw: dict[str, Any], path: Path | str = "config.json") -> dict[str, Any]:
     """`raw` (a parsed config.json) without the retired fields it holds at their old defaults; a DreamvidError
     naming the first retired setting it relies on."""
     cleaned = dict(raw)
-    for section in ("vae", "rnn", "data", "train"):
-        part, retired, values = raw.get(section), RETIRED.get(section, {}), RETIRED_VALUES.get(section, {})
-        if not isinstance(part, dict):
-            continue
-        for name, value in part.items():
-            if (name in retired and value != retired[name]) or value in values.get(name, ()):
-                raise _retired_error(path, f"{section}.{name}", value)
-        cleaned[section] = {name: value for name, value in part.items() if name not in retired}
+    for retirement in RETIREMENTS:
+        for section in ("vae", "rnn", "data", "train"):
+            part = cleaned.get(section)
+            retired, values = retirement.fields.get(section, {}), retirement.values.get(section, {})
+            if not isinstance(part, dict):
+                continue
+            for name, value in part.items():
+                if (name in retired and value != retired[name]) or value in values.get(name, ()):
+                    raise _retired_error(path, f"{section}.{name}", value, retirement)
+            cleaned[section] = {name: value for name, value in part.items() if name not in retired}
     return cleaned
 
 
-def _retired_error(path: Path | str, name: str, value: Any) -> DreamvidError:
-    return DreamvidError(f"{path} sets {name} = {json.dumps(value)}, a setting of dreamvid {RETIRED_IN} (commit "
-                         f"{RETIRED_AT}) that this version ({_version()}) retired",
-                         f"retrain the run with this version, or dream it with dreamvid {RETIRED_IN}")
+def _retired_error(path: Path | str, name: str, value: Any, retirement: Retirement) -> DreamvidError:
+    version = retirement.version
+    return DreamvidError(f"{path} sets {name} = {json.dumps(value)}, a setting of dreamvid {version} (commit "
+                         f"{retirement.commit}) that this version ({_version()}) retired",
+                         f"retrain the run with this version, or dream it with dreamvid {version}")
 
 
 # --- the run configuration ---------------------------------------------------------------------------------
@@ -227,28 +277,20 @@ def _classic() -> RunConfig:
 
 
 def _default() -> RunConfig:
-    # World Models' models, changed where measurements on four clips said so (docs/results.md): the budget split
-    # by need, 90% VAE; the RNN weights of the best held-out epoch; frames that show the sample's center plus half
-    # its deviation; dropout 0.3 on the LSTM's outputs; a layer-norm LSTM. Still the default: at 4.5 minutes on
-    # Enduro the `spatial` preset's dreams were less realistic (patch realism 2.28 against 1.84) and covered less
-    # of the source (0.06 against 0.44), though its reconstructions were twice as sharp.
-    worldmodels = _worldmodels()
-    return replace(worldmodels, preset="default", train=TrainConfig(vae_share=0.9),
-                   rnn=replace(worldmodels.rnn, cell="lnlstm", keep_best=True, decode_spread=0.5, dropout=0.3))
-
-
-def _spatial() -> RunConfig:
-    # The spatial family (docs/results.md): every 4x4-pixel patch of a frame keeps its own FSQ-quantised cell, so
-    # road edges, other cars and sprites survive the auto-encoder, and a ConvGRU over those maps dreams the next
-    # map cell by cell in MaskGIT rounds. The budget is split evenly: the dream model needs its minutes as much
-    # as the auto-encoder does.
+    # The spatial family (docs/results.md). Every 4x4-pixel patch keeps its own FSQ cell, computed from its own
+    # pixels, so road edges, other cars and sprites survive the auto-encoder; World Models' MDN-LSTM (with the
+    # vector recipe's measured changes: a layer-norm LSTM, dropout 0.3, its best held-out epoch, half of each
+    # sample's spread shown) moves a global latent of each map, and a renderer draws the next map cell by cell
+    # given it and the map before. The budget is split evenly: the dream model needs its minutes as much as the
+    # auto-encoder does.
     return RunConfig(
-        preset="spatial",
-        vae=VAEConfig(kind="spatial", size=64, channels=(64,), levels=(8, 5, 5, 5), encoder_blocks=1,
-                      decoder_blocks=2, lr=2e-3),
-        rnn=RNNConfig(kind="map", width=32, hidden=48, seq_len=16, lr=2e-3, grad_clip=1.0, sampling_steps=4,
-                      keep_best=True, temperature=0.7),
-        train=TrainConfig(batch_size=16, rnn_batch_size=8, vae_share=0.5),
+        preset="default",
+        vae=VAEConfig(kind="spatial", size=64, channels=(64,), levels=(5, 5, 5), encoder_blocks=2,
+                      decoder_blocks=2, lr=2e-3, grad_clip=0.05),
+        rnn=RNNConfig(kind="map", cell="lnlstm", hidden=256, gaussians=5, dropout=0.3, seq_len=16, lr=2e-3,
+                      grad_clip=1.0, width=32, sampling_steps=4, global_size=32, keep_best=True, temperature=0.7,
+                      decode_spread=0.5),
+        train=TrainConfig(batch_size=16, rnn_batch_size=16, vae_share=0.5),
     )
 
 
@@ -257,9 +299,9 @@ def _tiny() -> RunConfig:
     return RunConfig(
         preset="tiny",
         vae=VAEConfig(kind="spatial", size=32, channels=(8,), levels=(5, 3), encoder_blocks=0, decoder_blocks=1,
-                      lr=3e-3),
-        rnn=RNNConfig(kind="map", width=8, hidden=8, seq_len=4, lr=3e-3, sampling_steps=2, context_noise=0.2,
-                      own_samples=0.2, keep_best=True),
+                      lr=3e-3, grad_clip=0.05),
+        rnn=RNNConfig(kind="map", hidden=16, gaussians=2, width=8, seq_len=4, lr=3e-3, sampling_steps=2,
+                      global_size=4, keep_best=True),
         data=DataConfig(size=32),
         train=TrainConfig(batch_size=16, rnn_batch_size=4, bf16=False),
     )
@@ -276,8 +318,8 @@ def _tiny_vector() -> RunConfig:
     )
 
 
-PRESETS = {"default": _default, "worldmodels": _worldmodels, "classic": _classic, "spatial": _spatial,
-           "tiny": _tiny, "tiny-vector": _tiny_vector}
+PRESETS = {"default": _default, "worldmodels": _worldmodels, "classic": _classic, "tiny": _tiny,
+           "tiny-vector": _tiny_vector}
 PRESET_NAMES = tuple(PRESETS)
 
 
@@ -302,7 +344,10 @@ def make_config(preset: str | RunConfig = "default", *, size: int | None = None,
     config.data = replace(config.data, size=size, fps=fps if fps is not None else config.data.fps, crop=crop)
     overrides = {k: v for k, v in train_overrides.items() if v is not None}
     _check_train_overrides(overrides)
-    config.train = replace(config.train, **overrides)
+    try:
+        config.train = replace(config.train, **overrides)
+    except ValueError as error:
+        raise UsageError(str(error).replace("train.", "--").replace("_", "-")) from None
     config.version = _version()
     return config
 

@@ -53,6 +53,7 @@ class FSQ(nn.Module):
         offset = torch.where(levels % 2 == 0, 0.5, 0.0)
         shift = torch.atanh(offset / half)
         bounded = torch.tanh(z.float() + shift) * half - offset
+        self.gap = (bounded - bounded.round().detach()).pow(2).mean()   # distance from the level centers
         rounded = bounded + (bounded.round() - bounded).detach()
         return rounded / (levels // 2)  # in [-1, 1]
 
@@ -86,19 +87,49 @@ class SpatialAE(nn.Module):
         return z, h.new_zeros(())
 
     def forward(self, x, generator=None):
+        if self.training and getattr(self, "input_noise", 0):
+            x = x + self.input_noise * torch.randn(x.shape, generator=generator).to(x.dtype)
         z, kl = self.encode(x, generator)
-        return self.decoder(z), kl
+        if self.training and getattr(self, "corrupt", 0):
+            z = corrupt_cells(z, self.quantizer.levels, self.corrupt, generator)
+        out = self.decoder(z)
+        if getattr(self, "dc", None) is not None:   # each cell's flat colour, straight from its code
+            out = out + F.interpolate(self.dc(z), scale_factor=4, mode="nearest")
+        return out, kl
+
+
+def corrupt_cells(z, levels, most, generator):
+    """Lever (denoising decoder): in half of the maps, a random share (up to `most`) of cells replaced, half by a
+    random code and half by the code of another cell of the same map (mostly background: an erasure)."""
+    batch, channels, height, width = z.shape
+    rate = torch.rand(batch, 1, 1, 1, generator=generator) * most * (torch.rand(batch, 1, 1, 1, generator=generator) < 0.5)
+    hit = torch.rand(batch, 1, height, width, generator=generator) < rate
+    half = (levels // 2).view(1, -1, 1, 1)
+    random = (torch.floor(torch.rand(z.shape, generator=generator) * levels.view(1, -1, 1, 1)) - half) / half
+    flat = z.flatten(2)
+    other = flat.gather(2, torch.randint(height * width, (batch, 1, height * width), generator=generator)
+                        .expand(-1, channels, -1)).view_as(z)
+    use_random = torch.rand(batch, 1, height, width, generator=generator) < 0.5
+    replacement = torch.where(use_random, random.to(z.dtype), other)
+    return torch.where(hit, replacement, z)
 
 
 class ShuffleAE(SpatialAE):
     """All work at the 16x16 cell grid: pixels in by PixelUnshuffle(4), out by PixelShuffle(4) (ESPCN-style)."""
 
-    def __init__(self, latent: int, width=64, enc_blocks=1, dec_blocks=2, quantizer=None, gauss=False):
+    def __init__(self, latent: int, width=64, enc_blocks=1, dec_blocks=2, quantizer=None, gauss=False, local=False,
+                 dc=False):
         nn.Module.__init__(self)
+        self.dc = nn.Conv2d(latent, 3, 1) if dc else None
         self.gauss, self.quantizer = gauss, quantizer
-        self.encoder = nn.Sequential(nn.PixelUnshuffle(4), nn.Conv2d(48, width, 3, 1, 1),
-                                     *[ResBlock(width) for _ in range(enc_blocks)], nn.SiLU(),
-                                     nn.Conv2d(width, latent * (2 if gauss else 1), 1))
+        if local:   # each cell's code from its own 4x4 pixels only: a per-cell MLP
+            self.encoder = nn.Sequential(nn.PixelUnshuffle(4), nn.Conv2d(48, width, 1), nn.SiLU(),
+                                         nn.Conv2d(width, width, 1), nn.SiLU(), nn.Conv2d(width, width, 1), nn.SiLU(),
+                                         nn.Conv2d(width, latent, 1))
+        else:
+            self.encoder = nn.Sequential(nn.PixelUnshuffle(4), nn.Conv2d(48, width, 3, 1, 1),
+                                         *[ResBlock(width) for _ in range(enc_blocks)], nn.SiLU(),
+                                         nn.Conv2d(width, latent * (2 if gauss else 1), 1))
         self.decoder = nn.Sequential(nn.Conv2d(latent, width, 3, 1, 1), *[ResBlock(width) for _ in range(dec_blocks)],
                                      nn.SiLU(), nn.Conv2d(width, 48, 3, 1, 1), nn.PixelShuffle(4))
 
@@ -124,6 +155,17 @@ VARIANTS = {
     "shuf4-edge": (dict(latent=4, quantizer=FSQ(FSQ4), arch="shuffle"), {"edge": 4.0}, 0),
     "shuf4-edge1": (dict(latent=4, quantizer=FSQ(FSQ4), arch="shuffle"), {"edge": 1.0}, 0),
     "shuf4-grad": (dict(latent=4, quantizer=FSQ(FSQ4), arch="shuffle"), {"grad": 1.0}, 0),
+    "shuf4-edge-l5333": (dict(latent=4, quantizer=FSQ([5, 3, 3, 3]), arch="shuffle"), {"edge": 4.0}, 0),
+    "shuf3-edge-l555": (dict(latent=3, quantizer=FSQ([5, 5, 5]), arch="shuffle"), {"edge": 4.0}, 0),
+    "local3-l555": (dict(latent=3, quantizer=FSQ([5, 5, 5]), arch="shuffle", local=True), {"edge": 4.0}, 0),
+    "local3-l555-e0": (dict(latent=3, quantizer=FSQ([5, 5, 5]), arch="shuffle", local=True), {}, 0),
+    "local3-l555-e1": (dict(latent=3, quantizer=FSQ([5, 5, 5]), arch="shuffle", local=True), {"edge": 1.0}, 0),
+    "local3-l555-c": (dict(latent=3, quantizer=FSQ([5, 5, 5]), arch="shuffle", local=True), {"edge": 4.0}, 0),
+    "local3-l555-n": (dict(latent=3, quantizer=FSQ([5, 5, 5]), arch="shuffle", local=True), {"edge": 4.0}, 0),
+    "local3-l555-dc": (dict(latent=3, quantizer=FSQ([5, 5, 5]), arch="shuffle", local=True, dc=True), {"edge": 4.0}, 0),
+    "local3-l555-l1": (dict(latent=3, quantizer=FSQ([5, 5, 5]), arch="shuffle", local=True), {"edge": 4.0, "l1": 1.0}, 0),
+    "local3-l555-dn": (dict(latent=3, quantizer=FSQ([5, 5, 5]), arch="shuffle", local=True), {"edge": 4.0}, 0),
+    "local4-l5555": (dict(latent=4, quantizer=FSQ([5, 5, 5, 5]), arch="shuffle", local=True), {"edge": 4.0}, 0),
     "shuf4-gauss": (dict(latent=4, gauss=True, arch="shuffle"), {}, 1e-3),
 }
 
@@ -133,6 +175,8 @@ def build(kwargs):
     return (ShuffleAE if kwargs.pop("arch", "ladder") == "shuffle" else SpatialAE)(**kwargs)
 LOSS = {"l1": 0.1, "l2": 1.0, "worst": 0.01, "topk": 0.0, "edge": 0.0, "grad": 0.0}
 TOPK_SHARE = 0.02
+CLIP = 0.0
+CENTER_WEIGHT = 0.05
 
 
 def loss_fn(recon, target, weights):
@@ -175,6 +219,13 @@ def reconstruct(model, frames):
     return np.concatenate(out)
 
 
+def realism(recon, original, train):
+    """Patch realism as `dreamvid eval` scores it: patch distance to the training bank over the held-out frames'."""
+    from dreamvid.evaluation.metrics import patch_bank, patch_distances
+    bank = patch_bank(train)
+    return round(float(patch_distances(recon, bank)[1].mean() / patch_distances(original, bank)[1].mean()), 3)
+
+
 def score(original, recon):
     err = (original.astype(np.float32) - recon.astype(np.float32)) / 255
     mse = (err ** 2).mean()
@@ -195,6 +246,8 @@ def train_variant(name, clip, steps, seed, batch, lr, seconds=None):
     kwargs, weights, kl_weight = VARIANTS[name]
     torch.manual_seed(seed)
     model = build(kwargs).to(memory_format=torch.channels_last)
+    model.corrupt = 0.3 if name.endswith("-dn") else 0
+    model.input_noise = 0.02 if name.endswith("-n") else 0
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     train, held_out, _ = load_clip(clip)
     frames = torch.from_numpy(train)
@@ -210,15 +263,21 @@ def train_variant(name, clip, steps, seed, batch, lr, seconds=None):
         with torch.autocast("cpu", torch.bfloat16, enabled=BF16):
             recon, kl = model(images, generator)
         loss = loss_fn(recon, images, weights) + kl_weight * kl / images[0].numel()
+        if name.endswith("-c"):
+            loss = loss + CENTER_WEIGHT * model.quantizer.gap
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if CLIP:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), CLIP)
         optimizer.step()
+        if step % 1000 == 0:
+            print(f"  step {step} loss {loss.item():.5f}", flush=True)
     train_s = time.monotonic() - started
     recon = reconstruct(model, held_out)
     steps = step
     result = {"variant": name, "clip": clip, "seed": seed, "steps": steps, "batch": batch,
               "frames_per_s": round(steps * batch / train_s, 1), "params": sum(p.numel() for p in model.parameters()),
-              **score(held_out, recon), "train_recon": score(train[-200:], reconstruct(model, train[-200:]))}
+              **score(held_out, recon), "realism": realism(recon, held_out, train), "train_recon": score(train[-200:], reconstruct(model, train[-200:]))}
     OUT.mkdir(parents=True, exist_ok=True)
     strip(held_out, recon, OUT / f"{clip}-{name}-s{seed}.png")
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, OUT / f"{clip}-{name}-s{seed}.safetensors")
@@ -234,7 +293,10 @@ def main():
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--clip-grad", type=float, default=0.0)
     args = parser.parse_args()
+    global CLIP
+    CLIP = args.clip_grad
     for clip in args.clips:
         for name in args.variants:
             result = train_variant(name, clip, args.steps, args.seed, args.batch, args.lr, args.seconds)

@@ -45,11 +45,21 @@ def copy_run(run: TrainedRun, tmp_path: Path) -> Path:
     return Path(shutil.copytree(run.path, tmp_path / "run_copy"))
 
 
+def vector_default():
+    """The `default` preset of dreamvid 0.1.0 to 0.3.0, World Models' models with five measured changes: the runs
+    trained with it must keep loading and dreaming."""
+    from dataclasses import replace
+    from dreamvid.config import PRESETS, TrainConfig
+    worldmodels = PRESETS["worldmodels"]()
+    return replace(worldmodels, preset="default", train=TrainConfig(vae_share=0.9),
+                   rnn=replace(worldmodels.rnn, cell="lnlstm", keep_best=True, decode_spread=0.5, dropout=0.3))
+
+
 def old_style_config(config) -> dict:
     """`config` (a RunConfig) as dreamvid 0.1.0 wrote config.json: every retired field there, at its old default."""
     from dataclasses import asdict
-    from dreamvid.config import RETIRED
+    from dreamvid.config import RETIREMENTS
     raw = asdict(config)
-    for section, retired in RETIRED.items():
+    for section, retired in RETIREMENTS[0].fields.items():
         raw[section].update(retired)
     return {**raw, "version": "0.1.0"}

@@ -7,9 +7,9 @@ from dataclasses import fields
 
 import pytest
 
-from conftest import old_style_config
+from conftest import old_style_config, vector_default
 from dreamvid import __version__
-from dreamvid.config import (DEFAULT_MINUTES, PRESETS, RETIRED, RETIRED_VALUES, DataConfig, RNNConfig, RunConfig,
+from dreamvid.config import (DEFAULT_MINUTES, PRESETS, RETIREMENTS, DataConfig, RNNConfig, RunConfig,
                              TrainConfig, VAEConfig, make_config, without_retired)
 from dreamvid.errors import DreamvidError, UsageError
 from dreamvid.training import train
@@ -46,7 +46,7 @@ def test_make_config_refuses_impossible_choices(settings, words):
 
 
 def test_the_budget_is_split_by_the_preset_and_defaults_only_without_epochs():
-    assert PRESETS["default"]().train.vae_share == 0.9 and PRESETS["spatial"]().train.vae_share == 0.5
+    assert PRESETS["default"]().train.vae_share == 0.5 and PRESETS["worldmodels"]().train.vae_share == 0.6
     assert {PRESETS[name]().train.vae_share for name in ("worldmodels", "classic", "tiny", "tiny-vector")} == {0.6}
     assert TrainConfig().budget_seconds() == DEFAULT_MINUTES * 60
     assert TrainConfig(vae_epochs=1).budget_seconds() is None
@@ -68,18 +68,25 @@ def test_every_field_is_chosen_by_a_preset_an_option_or_training():
 
 
 def test_every_field_of_0_1_0_is_kept_or_retired():
+    retired = RETIREMENTS[0]
     for section, names in FIELDS_0_1_0.items():
         current = {f.name for f in fields(SECTIONS[section])}
         for name in names:
-            assert (name in current) != (name in RETIRED.get(section, {})), f"{section}.{name}"
-    for section, retired in RETIRED_VALUES.items():
-        for name, values in retired.items():
+            assert (name in current) != (name in retired.fields.get(section, {})), f"{section}.{name}"
+    for section, values_of in retired.values.items():
+        for name, values in values_of.items():
             assert name in FIELDS_0_1_0[section] and values
+
+
+def test_no_retired_field_is_still_a_field():
+    for retirement in RETIREMENTS:
+        for section, names in retirement.fields.items():
+            assert not set(names) & {f.name for f in fields(SECTIONS[section])}, retirement.version
 
 
 @pytest.mark.parametrize("preset", ["default", "worldmodels", "classic"])
 def test_a_0_1_0_config_with_its_retired_fields_at_their_defaults_loads(tmp_path, preset):
-    config = make_config(preset)
+    config = make_config(vector_default() if preset == "default" else preset)
     path = tmp_path / "config.json"
     path.write_text(json.dumps(old_style_config(config)))
     loaded = RunConfig.load(path)
@@ -104,6 +111,19 @@ def test_a_retired_setting_is_refused_naming_the_version_that_had_it(tmp_path, s
         f"{path} sets {section}.{name} = {shown}, a setting of dreamvid 0.1.0 (commit 7160bca) that this "
         f"version ({__version__}) retired; retrain the run with this version, or dream it with dreamvid 0.1.0")
     assert type(refused.value) is DreamvidError  # exit code 1
+
+
+@pytest.mark.parametrize("value, refused", [(0.0, False), (0.2, True)])
+def test_a_0_3_0_map_setting_loads_at_its_default_and_is_refused_otherwise(tmp_path, value, refused):
+    raw = json.loads(make_config("tiny").to_json())
+    raw["rnn"]["own_samples"] = value
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(raw))
+    if not refused:
+        assert RunConfig.load(path).rnn == make_config("tiny").rnn
+        return
+    with pytest.raises(DreamvidError, match=r"rnn.own_samples = 0.2, a setting of dreamvid 0.3.0 \(commit 174d4e2\)"):
+        RunConfig.load(path)
 
 
 def test_without_retired_leaves_the_rest_alone():

@@ -4,7 +4,8 @@
     vector.py     the vector family: one latent vector per frame (2016's dense VAE, World Models' conv VAE) and an
                   LSTM over it (MDN or regression) -- the `classic` and `worldmodels` presets
     spatial.py    the spatial family's auto-encoder: a map of FSQ-quantised cells, one per 4x4 pixels
-    map_dream.py  the spatial family's dream model: a ConvGRU over those maps, sampled in MaskGIT rounds
+    map_dream.py  the spatial family's dream model: an MDN-LSTM moves each map's global latent, and a renderer
+                  draws the next map given it, cell by cell in MaskGIT rounds -- the `default` preset
 
 A config names its kinds (`vae.kind`, `rnn.kind`); `build_vae` and `build_rnn` build what it describes.
 """

@@ -1,16 +1,22 @@
-"""The spatial family's dream model: a convolutional GRU over FSQ latent maps that predicts, per cell and channel, a
-distribution over the next map's levels, and fills a new map in a few MaskGIT rounds.
+"""The spatial family's dream model: a few numbers that move, anchoring maps that are drawn cell by cell.
 
-Per step: the current map (with the noise level it was trained to expect) -> features at the cell grid -> a
-ConvGRU at half the grid, whose input also carries the map's mean (so its receptive field is the whole frame:
-a scrolling road or a turning camera moves every cell at once) -> features of the next map. The head sees those
-features plus the cells already chosen, and gives each hidden cell its levels' logits. Sampling all cells at once
-and independently dissolves a frame into noise; MaskGIT (Chang et al. 2022) instead keeps, each round, only the
-most confident cells and predicts the rest again given them, so a frame's cells agree.
+A frame is a map of FSQ cells (spatial.py). Predicting each next map cell by cell from the maps before it (a
+ConvGRU with a MaskGIT head, docs/results.md) loses a clip's thin structure within a few frames: a cell that a
+road edge leaves is easier to predict than the cell it moves into, so every uncertain step erases a little more.
+Here every map also has a global latent g, a few numbers for its layout (the scene, where the road runs):
 
-For long rollouts, training corrupts the maps the model is conditioned on with Gaussian noise of a random level
-that is given to the model as an input (GameNGen), and feeds a share of steps the model's own samples
-(scheduled sampling), so that dreaming, which conditions only on its own output, is what it has seen.
+    summary   a VAE over one map: its cells -> g -> each cell's code. The reconstruction term makes g describe the
+              whole layout, so it can anchor the renderer.
+    motion    World Models' MDN-LSTM (the vector family's) over g: how the layout moves, sampled with a temperature.
+    renderer  p(next map | this map, g of the next): convolutions at the cell grid and on a coarser grid that also
+              sees the whole map's mean, and a head over each cell's code (all its channels' levels at once: drawn
+              one channel at a time, two likely codes mix into a third that neither predicts). The head fills a
+              map in MaskGIT rounds (Chang et al. 2022): each round keeps the most confident cells and predicts the
+              rest given them and a summary of all chosen so far, so a frame's cells agree.
+
+Dreaming draws the next g from the motion model, then fills the next map given it: the layout comes from g, the
+detail from the map before. The map is summarised again before the next step, so a dream conditions the motion
+model on what it actually drew.
 """
 from __future__ import annotations
 
@@ -23,21 +29,149 @@ from torch import nn
 
 from ..config import RNNConfig
 from .base import DreamModel
-from .spatial import FSQ
+from .spatial import FSQ, ResBlock
+from .vector import MDNRNN
 
-State = torch.Tensor | None   # the ConvGRU's hidden map (B, hidden, H/2, W/2)
+Params = tuple[tuple[torch.Tensor, ...], torch.Tensor]   # (the motion model's mixture for the next g, this map)
+State = tuple[torch.Tensor, torch.Tensor] | None          # the motion model's LSTM state
+PAIRS_PER_WINDOW = 4     # the renderer is Markov in maps: a few pairs of each window teach it as much as all
+LAYOUT_CHANNELS = 16     # g spread over the cell grid as a 4x4 map of this many channels
+COPY_BONUS = 2.0         # initial bonus for a cell's current code: "as it was" is the prediction to beat
 
 
-class ConvGRUCell(nn.Module):
-    def __init__(self, inputs: int, hidden: int):
+class MapSummary(nn.Module):
+    """A VAE over one map: its cells -> g (mu, logvar) and, for training, g -> each cell's code distribution.
+    Strided convolutions down to a 4x4 grid, whatever the map's side."""
+
+    def __init__(self, fsq: FSQ, side: int, size: int, width: int, free_bits: float = 0.5):
         super().__init__()
-        self.gates = nn.Conv2d(inputs + hidden, 2 * hidden, 3, 1, 1)
-        self.candidate = nn.Conv2d(inputs + hidden, hidden, 3, 1, 1)
+        self.fsq, self.free_bits = fsq, free_bits
+        stages = max(1, int(math.log2(side // 4)))
+        widths = [width] + [2 * width] * (stages - 1)
+        down, up = [], []
+        for width_in, width_out in zip([len(fsq.levels), *widths], widths):
+            down += [nn.Conv2d(width_in, width_out, 4, 2, 1), nn.SiLU()]
+        for width_in, width_out in zip(widths[::-1], widths[-2::-1] + [width]):
+            up += [nn.SiLU(), nn.ConvTranspose2d(width_in, width_out, 4, 2, 1)]
+        self.bottom = (widths[-1], side >> stages, side >> stages)
+        flat = math.prod(self.bottom)
+        self.encoder = nn.Sequential(*down, nn.Flatten())
+        self.to_mu, self.to_logvar, self.from_g = nn.Linear(flat, size), nn.Linear(flat, size), nn.Linear(size, flat)
+        self.decoder = nn.Sequential(*up, nn.SiLU(), nn.Conv2d(width, fsq.codes, 1))
 
-    def forward(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        update, reset = torch.sigmoid(self.gates(torch.cat([x, h], 1))).chunk(2, 1)
-        candidate = torch.tanh(self.candidate(torch.cat([x, reset * h], 1)))
-        return h + update * (candidate - h)
+    def encode(self, maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Maps (N, C, H, W) -> g's mean and log-variance, (N, size) each."""
+        hidden = self.encoder(maps)
+        return self.to_mu(hidden).float(), self.to_logvar(hidden).float().clamp(-10, 5)
+
+    def loss(self, maps: torch.Tensor, generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cross-entropy of every cell's code given a sample of g (summed over cells), plus the KL above free
+        bits, per map; and that sample, detached: what the motion model and the renderer learn from."""
+        mu, logvar = self.encode(maps)
+        g = mu + (0.5 * logvar).exp() * torch.randn(mu.shape, generator=generator, device=mu.device)
+        logits = self.decoder(self.from_g(g).view(-1, *self.bottom)).float()
+        cross_entropy = F.cross_entropy(logits, self.fsq.code(maps), reduction="none").flatten(1).sum(1).mean()
+        kl = (0.5 * (mu ** 2 + logvar.exp() - 1 - logvar)).sum(1).mean()
+        return cross_entropy + kl.clamp_min(self.free_bits * mu.shape[1]), g.detach()
+
+
+class MapRenderer(nn.Module):
+    """p(next map | this map, g of the next map), one categorical over the codes per cell."""
+
+    def __init__(self, fsq: FSQ, size: int, width: int):
+        super().__init__()
+        self.fsq = fsq
+        channels = len(fsq.levels)
+        self.layout = nn.Linear(size, LAYOUT_CHANNELS * 16)
+        self.scene = nn.Linear(size, width)
+        self.embed = nn.Conv2d(channels + LAYOUT_CHANNELS, width, 3, 1, 1)
+        self.fine = nn.Sequential(ResBlock(width), ResBlock(width))
+        self.down = nn.Conv2d(width, width, 4, 2, 1)
+        self.coarse = nn.Sequential(ResBlock(width), ResBlock(width))
+        self.up = nn.ConvTranspose2d(width, width, 4, 2, 1)
+        chosen = channels + 1                            # the values chosen so far and the mask of hidden cells
+        self.head_in = nn.Conv2d(2 * width + channels + chosen, width, 1)
+        self.head = nn.Sequential(nn.SiLU(), nn.Conv2d(width, width, 3, 1, 1), nn.SiLU(),
+                                  nn.Conv2d(width, fsq.codes, 1))
+        self.chosen_embed = nn.Conv2d(chosen, width, 1)
+        self.chosen_summary = nn.Linear(width, width)
+        self.copy_bonus = nn.Parameter(torch.tensor(COPY_BONUS))
+
+    def features(self, previous: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        """This map (B, C, H, W) and the next map's g (B, size) -> features (B, F, H, W); the last C channels are
+        this map itself."""
+        side = previous.shape[-1]
+        layout = F.interpolate(self.layout(g).view(-1, LAYOUT_CHANNELS, 4, 4), size=(side, side), mode="bilinear")
+        x = F.silu(self.embed(torch.cat([previous, layout.to(previous.dtype)], 1))) + self.scene(g)[:, :, None, None]
+        x = self.fine(x)
+        coarse = self.coarse(F.silu(self.down(x)))
+        coarse = coarse + coarse.mean((2, 3), keepdim=True)   # the whole map reaches every cell
+        return torch.cat([x, F.silu(self.up(coarse)), previous], 1)
+
+    def head_start(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """What every MaskGIT round shares, done once: the head's first layer on the features, and each cell's
+        current code."""
+        weight = self.head_in.weight[:, :features.shape[1]]
+        current = self.fsq.code(features[:, -len(self.fsq.levels):])
+        return F.conv2d(features, weight, self.head_in.bias), current
+
+    def log_probs(self, start: tuple[torch.Tensor, torch.Tensor], known: torch.Tensor,
+                  hidden: torch.Tensor) -> torch.Tensor:
+        """Log-probabilities (B, codes, H, W) of each cell's code, given the values `known` where the mask
+        `hidden` (B, 1, H, W) is 0."""
+        shared, current = start
+        chosen = torch.cat([known * (1 - hidden), hidden], 1)
+        summary = self.chosen_summary(F.silu(self.chosen_embed(chosen)).mean((2, 3)))[:, :, None, None]
+        out = self.head(shared + F.conv2d(chosen, self.head_in.weight[:, -chosen.shape[1]:]) + summary).float()
+        bonus = self.copy_bonus.float().expand(len(out), 1, *out.shape[2:])
+        return F.log_softmax(out.scatter_add(1, current.unsqueeze(1), bonus), 1)
+
+    def nll(self, features: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """NLL (B,) of the map `target` with every cell hidden, summed over cells."""
+        hidden = target.new_ones(len(target), 1, *target.shape[2:])
+        log_p = self.log_probs(self.head_start(features), torch.zeros_like(target), hidden)
+        return -log_p.gather(1, self.fsq.code(target).unsqueeze(1)).flatten(1).sum(1)
+
+    def loss(self, features: torch.Tensor, target: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        """MaskGIT's objective: hide a random share of cells (cosine schedule), predict them from the rest; the
+        mean NLL per hidden cell."""
+        batch, _, height, width = target.shape
+        share = torch.cos(math.pi / 2 * torch.rand(batch, 1, 1, 1, generator=generator, device=target.device))
+        hidden = (torch.rand(batch, 1, height, width, generator=generator, device=target.device) < share).float()
+        log_p = self.log_probs(self.head_start(features), target, hidden)
+        nll = -log_p.gather(1, self.fsq.code(target).unsqueeze(1))
+        return (nll * hidden).sum() / hidden.sum().clamp_min(1)
+
+    @torch.no_grad()
+    def fill(self, features: torch.Tensor, rounds: int, temperature: float,
+             generator: torch.Generator | None = None) -> torch.Tensor:
+        """A next map from `features` in `rounds` rounds; each keeps the most confident of the cells it drew
+        (cosine schedule). Temperature 0 takes each cell's most likely code."""
+        batch, _, height, width = features.shape
+        cells = height * width
+        known = features.new_zeros(batch, len(self.fsq.levels), height, width)
+        hidden = features.new_ones(batch, 1, height, width)
+        start = self.head_start(features)
+        for index in range(rounds):
+            codes, confidence = self._draw(self.log_probs(start, known, hidden), temperature, generator)
+            still_hidden = math.floor(cells * math.cos(math.pi / 2 * (index + 1) / rounds))
+            confidence = confidence.masked_fill(hidden[:, 0] == 0, float("inf")).flatten(1)
+            keep = confidence.argsort(1, descending=True)[:, :cells - still_hidden]
+            now_hidden = torch.ones_like(confidence).scatter_(1, keep, 0.0).view_as(hidden)
+            known = known + self.fsq.code_values(codes).to(known.dtype) * (hidden - now_hidden)
+            hidden = now_hidden
+        return known
+
+    @staticmethod
+    def _draw(log_p: torch.Tensor, temperature: float, generator: torch.Generator | None
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Codes (B, H, W) drawn per cell, and each cell's log-probability of its draw."""
+        if temperature > 0:
+            uniform = torch.rand(log_p.shape, generator=generator, device=log_p.device).clamp_(1e-9, 1 - 1e-9)
+            codes = (log_p / temperature - torch.log(-torch.log(uniform))).max(1).indices   # Gumbel-max
+        else:
+            codes = log_p.max(1).indices   # max, not argmax: over a middle dim, 7x faster on CPU
+        return codes, log_p.gather(1, codes.unsqueeze(1)).squeeze(1)
 
 
 class MapDreamer(DreamModel):
@@ -48,161 +182,72 @@ class MapDreamer(DreamModel):
         self.config = config
         self.latent_shape = tuple(latent_shape)
         self.fsq = FSQ(levels)
-        channels, width, hidden = len(levels), config.width, config.hidden
-        self.embed = nn.Conv2d(channels + 1, width, 3, 1, 1)         # + the noise level
-        self.down = nn.Conv2d(width, width, 4, 2, 1)
-        self.context = nn.Linear(width, width)                        # the whole map's mean, to every cell
-        self.gru = ConvGRUCell(width, hidden)
-        self.up = nn.ConvTranspose2d(hidden, width, 4, 2, 1)
-        most = max(levels)
-        self.head = nn.Sequential(nn.Conv2d(2 * width + 2 * channels + 1, width, 1), nn.SiLU(),
-                                  nn.Conv2d(width, width, 3, 1, 1), nn.SiLU(), nn.Conv2d(width, channels * most, 1))
-        # Channel c has levels[c] of the `most` logits the head gives it; the others are never drawn.
-        unused = torch.arange(most)[None, :] >= torch.tensor(levels)[:, None]
-        self.register_buffer("unused_levels", unused[None, :, :, None, None], persistent=False)
-        # Most cells of a map are its predecessor's: a learned bonus for each cell's current level makes "as it
-        # was" the prediction to beat, so a rollout's errors persist instead of growing.
-        self.copy_bonus = nn.Parameter(torch.tensor(2.0))
+        self.summary = MapSummary(self.fsq, latent_shape[-1], config.global_size, 2 * config.width)
+        self.motion = MDNRNN(config, (config.global_size,))
+        self.renderer = MapRenderer(self.fsq, config.global_size, config.width)
 
-    # --- the recurrent core ------------------------------------------------------------------------------
-
-    def initial_state(self, batch: int) -> torch.Tensor:
-        _, height, width = self.latent_shape
-        return self.up.weight.new_zeros(batch, self.config.hidden, height // 2, width // 2)
-
-    def core(self, z: torch.Tensor, noise_level: torch.Tensor, state: State) -> tuple[torch.Tensor, torch.Tensor]:
-        """One map (B, C, H, W) and the noise level (B,) it carries -> features of the next map, new state."""
-        h = self.initial_state(len(z)) if state is None else state
-        level = noise_level.view(-1, 1, 1, 1).expand(-1, 1, *z.shape[2:])
-        x = F.silu(self.embed(torch.cat([z, level], 1)))
-        coarse = F.silu(self.down(x))
-        coarse = coarse + self.context(coarse.mean((2, 3)))[:, :, None, None]
-        h = self.gru(coarse, h)
-        anchor = self.fsq.values(self.fsq.indices(z))  # the conditioning map, back on its levels
-        return torch.cat([x, F.silu(self.up(h)), anchor], 1), h
+    def layout(self, maps: torch.Tensor) -> torch.Tensor:
+        """Maps (..., C, H, W) -> their g means (..., size)."""
+        lead = maps.shape[:-3]
+        return self.summary.encode(maps.reshape(-1, *maps.shape[-3:]))[0].view(*lead, -1)
 
     def forward(self, z: torch.Tensor, state: State = None,
-                generator: torch.Generator | None = None) -> tuple[torch.Tensor, State]:
-        """Clean maps (B, T, C, H, W) -> features (B, T, F, H, W) predicting each next map, final state."""
-        level = z.new_zeros(len(z))
-        features = []
-        for t in range(z.shape[1]):
-            f, state = self.core(z[:, t], level, state)
-            features.append(f)
-        return torch.stack(features, 1), state
+                generator: torch.Generator | None = None) -> tuple[Params, State]:
+        """Maps (B, T, C, H, W) -> what predicts each next map, and the motion model's final state."""
+        params, state = self.motion(self.layout(z), state, generator)
+        return (params, z), state
 
-    def step(self, z: torch.Tensor, state: State = None) -> tuple[torch.Tensor, State]:
-        return self.core(z, z.new_zeros(len(z)), state)
+    def step(self, z: torch.Tensor, state: State = None) -> tuple[Params, State]:
+        params, state = self.motion.step(self.layout(z), state)
+        return (params, z), state
 
-    # --- the head: logits of hidden cells given the chosen ones ------------------------------------------
-
-    def logits(self, features: torch.Tensor, known: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
-        """Log-probabilities (B, C, L, H, W) of each channel's levels in the next map, given the values `known`
-        where the mask `hidden` (B, 1, H, W) is 0. Levels a channel does not have get -inf."""
-        out = self.head(torch.cat([features, known * (1 - hidden), hidden], 1)).float()
-        out = out.view(len(out), len(self.fsq.levels), -1, *out.shape[2:])
-        current = self.fsq.indices(features[:, -len(self.fsq.levels):])
-        out = out + self.copy_bonus * F.one_hot(current, out.shape[2]).permute(0, 1, 4, 2, 3)
-        out = out.masked_fill(self.unused_levels, -math.inf)
-        return F.log_softmax(out, 2)
-
-    def cell_nll(self, log_p: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """NLL (B, H, W) of the map `target`, summed over its channels."""
-        return -log_p.gather(2, self.fsq.indices(target).unsqueeze(2)).squeeze(2).sum(1)
-
-    def nll(self, params: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """NLL of each map of `target` (..., C, H, W) with every cell hidden, summed over cells and channels."""
+    def nll(self, params: Params, target: torch.Tensor) -> torch.Tensor:
+        """NLL of each map of `target` (..., C, H, W): its g under the motion model plus its cells under the
+        renderer given that g (every cell hidden)."""
+        motion, current = params
+        g = self.layout(target)
         lead = target.shape[:-3]
-        features, target = params.flatten(0, len(lead) - 1), target.flatten(0, len(lead) - 1)
-        hidden = target.new_ones(len(target), 1, *target.shape[2:])
-        nll = self.cell_nll(self.logits(features, torch.zeros_like(target), hidden), target)
-        return nll.flatten(1).sum(1).view(lead)
+        flat = lambda x: x.reshape(-1, *x.shape[len(lead):])   # noqa: E731
+        cells = self.renderer.nll(self.renderer.features(flat(current), flat(g)), flat(target))
+        return self.motion.nll(motion, g) + cells.view(lead)
 
-    def mean(self, params: torch.Tensor) -> torch.Tensor:
-        """The most likely map, filled in MaskGIT rounds from the most confident cells."""
-        return self.fill(params, temperature=0.0)
-
-    # --- sampling ------------------------------------------------------------------------------------------
-
-    @torch.no_grad()
-    def fill(self, features: torch.Tensor, temperature: float, generator: torch.Generator | None = None
-             ) -> torch.Tensor:
-        """A next map from `features`, in `sampling_steps` rounds; each round keeps the most confident of the
-        cells it drew (cosine schedule). Temperature 0 takes each cell's most likely levels."""
-        batch, _, height, width = features.shape
-        cells, rounds = height * width, self.config.sampling_steps
-        known = features.new_zeros(batch, len(self.fsq.levels), height, width)
-        hidden = features.new_ones(batch, 1, height, width)
-        for index in range(rounds):
-            drawn, confidence = self._draw(self.logits(features, known, hidden), temperature, generator)
-            still_hidden = math.floor(cells * math.cos(math.pi / 2 * (index + 1) / rounds))
-            confidence = confidence.masked_fill(hidden[:, 0] == 0, float("inf")).flatten(1)
-            keep = confidence.argsort(1, descending=True)[:, :cells - still_hidden]
-            now_hidden = torch.ones_like(confidence).scatter_(1, keep, 0.0).view_as(hidden)
-            revealed = hidden - now_hidden
-            known = known + self.fsq.values(drawn) * revealed
-            hidden = now_hidden
-        return known
-
-    def _draw(self, log_p: torch.Tensor, temperature: float, generator: torch.Generator | None
-              ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Level indices (B, C, H, W) drawn per cell and channel, and each cell's log-probability of its draw."""
-        if temperature > 0:
-            uniform = torch.rand(log_p.shape, generator=generator, device=log_p.device).clamp_(1e-9, 1 - 1e-9)
-            pick = (log_p / temperature - torch.log(-torch.log(uniform))).argmax(2)   # Gumbel-max
-        else:
-            pick = log_p.argmax(2)
-        return pick, log_p.gather(2, pick.unsqueeze(2)).squeeze(2).sum(1)
+    def mean(self, params: Params) -> torch.Tensor:
+        """The most likely map given the motion model's mean layout, filled in MaskGIT rounds."""
+        motion, current = params
+        features = self.renderer.features(current, self.motion.mean(motion))
+        return self.renderer.fill(features, self.config.sampling_steps, temperature=0.0)
 
     @torch.no_grad()
     def rollout(self, z: torch.Tensor, state: State, steps: int, temperature: float,
                 generator: torch.Generator | None = None, decode_spread: float = 1.0,
                 feedback: Callable[[torch.Tensor], torch.Tensor] | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor, State]:
-        """Dream `steps` maps after `z` (B, C, H, W). Maps are codes, shown as drawn: `decode_spread` does not
-        apply."""
+        """Dream `steps` maps after `z` (B, C, H, W): each next layout drawn at `temperature` (the map is filled
+        given its center plus `decode_spread` of its deviation), then its cells at `temperature`."""
         shown = []
         for _ in range(steps):
-            features, state = self.step(z, state)
-            z = self.fill(features, temperature, generator)
+            (params, _), state = self.step(z, state)
+            g, center = self.motion.sample_with_center(params, temperature, generator)
+            features = self.renderer.features(z, center + decode_spread * (g - center))
+            z = self.renderer.fill(features, self.config.sampling_steps, temperature, generator)
             if feedback is not None:
                 z = feedback(z)
             shown.append(z)
         return torch.stack(shown, 1), z, state
 
-    # --- training ------------------------------------------------------------------------------------------
-
     def loss(self, inputs: torch.Tensor, targets: torch.Tensor,
              generator: torch.Generator | None = None) -> torch.Tensor:
-        """Masked cross-entropy per hidden cell: windows (B, T, C, H, W) of maps, their context corrupted by
-        noise of a random level (given to the model), a share of steps conditioned on the model's own samples."""
-        batch, steps = inputs.shape[:2]
-        if self.config.own_samples > 0:
-            inputs = self._with_own_samples(inputs, generator)
-        level = torch.rand(batch, generator=generator, device=inputs.device) * self.config.context_noise
-        noisy = inputs + level.view(-1, 1, 1, 1, 1) * torch.randn(inputs.shape, generator=generator,
-                                                                    device=inputs.device)
-        state, features = None, []
-        for t in range(steps):
-            f, state = self.core(noisy[:, t], level, state)
-            features.append(f)
-        return self._masked_loss(torch.stack(features, 1).flatten(0, 1), targets.flatten(0, 1), generator)
-
-    def _masked_loss(self, features: torch.Tensor, targets: torch.Tensor,
-                     generator: torch.Generator | None) -> torch.Tensor:
-        """MaskGIT's objective: hide a random share of cells (cosine schedule), predict them from the rest."""
-        batch, _, height, width = targets.shape
-        share = torch.cos(math.pi / 2 * torch.rand(batch, 1, 1, 1, generator=generator, device=targets.device))
-        hidden = (torch.rand(batch, 1, height, width, generator=generator, device=targets.device) < share).float()
-        nll = self.cell_nll(self.logits(features, targets, hidden), targets)
-        return (nll * hidden[:, 0]).sum() / hidden.sum().clamp_min(1)
-
-    @torch.no_grad()
-    def _with_own_samples(self, inputs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-        """`inputs` with about `own_samples` of its steps (never a window's first) replaced by the model's own
-        sample of that map, drawn from the true maps before it (parallel scheduled sampling)."""
-        features, _ = self(inputs[:, :-1])
-        drawn = self.fill(features.flatten(0, 1), 1.0, generator).view_as(inputs[:, 1:])
-        replace = torch.rand(inputs.shape[:2], generator=generator, device=inputs.device) < self.config.own_samples
-        replace = replace[:, 1:].view(*replace[:, 1:].shape, 1, 1, 1)
-        return torch.cat([inputs[:, :1], torch.where(replace, drawn, inputs[:, 1:])], 1)
+        """Windows (B, T, C, H, W), `targets` one step on: the summary VAE on every map, the motion model on the
+        window's g, the renderer on a few random pairs of consecutive maps given the next one's g. Each term per
+        unit (cell, latent number, hidden cell), so none drowns the others."""
+        window = torch.cat([inputs[:, :1], targets], 1)
+        batch, steps = window.shape[:2]
+        summary_loss, g = self.summary.loss(window.flatten(0, 1), generator)
+        g = g.view(batch, steps, -1)
+        motion_loss = self.motion.loss(g[:, :-1], g[:, 1:], generator)
+        t = torch.randint(steps - 1, (batch, PAIRS_PER_WINDOW), generator=generator, device=window.device)
+        rows = torch.arange(batch, device=window.device)[:, None]
+        features = self.renderer.features(window[rows, t].flatten(0, 1), g[rows, t + 1].flatten(0, 1))
+        render_loss = self.renderer.loss(features, window[rows, t + 1].flatten(0, 1), generator)
+        cells = math.prod(window.shape[-2:])
+        return summary_loss / cells + motion_loss / g.shape[-1] + render_loss

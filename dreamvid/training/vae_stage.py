@@ -48,7 +48,8 @@ def vae_train_step(vae: VAE, optimizer: torch.optim.Optimizer, images: torch.Ten
     """One optimizer step on a batch of images; the loss per pixel and the VAE's reported parts (its KL)."""
     with autocast(images.device, bf16):
         total, parts = vae.loss(images, generator)
-    descend(optimizer, total)
+    clip = vae.config.grad_clip
+    descend(optimizer, total, clip=None if clip is None else clip * images[0].numel())
     return {"loss": total.item() / images[0].numel(), **{name: value.item() for name, value in parts.items()}}
 
 
