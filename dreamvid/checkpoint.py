@@ -5,7 +5,11 @@ Weights are safetensors; optimizer state is flattened into safetensors tensors p
 """
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
+import os
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +22,34 @@ from .files import atomic_replace
 
 
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    """Write a checkpoint file atomically; the file it replaces stays as `previous_path(path)` (a hard link, no
+    copy), so that a checkpoint written but never committed can be undone (`RunDir.settle_checkpoint`)."""
     contiguous = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    _keep_previous(Path(path))
     atomic_replace(path, lambda tmp: save_file(contiguous, tmp, metadata=metadata), write_errors=(SafetensorError,))
+
+
+def previous_path(path: Path) -> Path:
+    return path.with_name(f".{path.name}.previous")
+
+
+def _keep_previous(path: Path) -> None:
+    if not path.is_file():
+        return
+    link = path.with_name(f".{path.name}.{secrets.token_hex(4)}.link")
+    try:
+        os.link(path, link)
+        os.replace(link, previous_path(path))
+    except OSError as error:   # a file system without hard links: no undo for this write, the write goes on
+        link.unlink(missing_ok=True)
+        if error.errno not in (errno.EPERM, errno.EXDEV, errno.ENOTSUP):
+            raise DreamvidError(f"cannot write next to {path}: {error.strerror.lower()}",
+                                "free some disk space or fix the folder's permissions") from None
+
+
+def file_digest(path: Path) -> str:
+    with open(path, "rb") as file:
+        return hashlib.file_digest(file, "sha256").hexdigest()
 
 
 def load_tensors(path: Path) -> dict[str, torch.Tensor]:

@@ -5,8 +5,10 @@
       vae.safetensors          VAE weights
       rnn.safetensors          dream-model weights
       latents.safetensors      every cached frame's latent (mu, logvar) and the sequence / held-out bounds
-      state/                   resume state: train_state.json (the commit marker, written last),
-                               <model>_optimizer.safetensors, rnn_best.safetensors
+      state/                   resume state: train_state.json (the commit marker, written last, with the
+                               digest of every checkpoint file), <model>_optimizer.safetensors, rnn_best.safetensors
+      .<file>.previous         each checkpoint file's version before its last write (a hard link): what
+                               --resume puts back when training was killed before the state committed
       log.jsonl                one JSON object per epoch: stage, epoch, train_loss, val_loss, elapsed_s
       progress.json            live status for the studio: stage, epoch, step, fraction, eta_s, finished, ...
       previews/                reconstruction.png, dream.png, losses.png, written while training
@@ -19,6 +21,7 @@ Every write is atomic (files.py); weights and optimizer state are safetensors, s
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -145,6 +148,8 @@ class RunDir:
         return self
 
     def _delete_own_files(self) -> None:
+        for path in self.checkpoint_paths():
+            checkpoint.previous_path(path).unlink(missing_ok=True)
         for name in OWN_FILES:
             target = self.path / name
             if target.is_dir():
@@ -203,7 +208,32 @@ class RunDir:
         return state
 
     def write_state(self, state: dict[str, Any]) -> None:
-        atomic_write_json(self.state_path, state)
+        """Commit a checkpoint: `state` and the digest of each checkpoint file as it is now."""
+        files = {str(path.relative_to(self.path)): checkpoint.file_digest(path)
+                 for path in self.checkpoint_paths() if path.is_file()}
+        atomic_write_json(self.state_path, {**state, "files": files})
+
+    def checkpoint_paths(self) -> list[Path]:
+        return [self.weights_path("vae"), self.weights_path("rnn"), self.latents_path, self.optimizer_path("vae"),
+                self.optimizer_path("rnn"), self.best_rnn_path]
+
+    def settle_checkpoint(self) -> None:
+        """Put the checkpoint files back as the last commit left them: a file written after it (training killed
+        between a checkpoint's writes and its commit) is replaced by its previous version, or removed if the
+        commit had none. A run from before the state held digests is left as it is."""
+        files = (self.read_state() or {}).get("files")
+        if not isinstance(files, dict):
+            return
+        for path in self.checkpoint_paths():
+            digest = files.get(str(path.relative_to(self.path)))
+            previous = checkpoint.previous_path(path)
+            if digest is None:
+                path.unlink(missing_ok=True)
+            elif not (path.is_file() and checkpoint.file_digest(path) == digest):
+                if not (previous.is_file() and checkpoint.file_digest(previous) == digest):
+                    raise DreamvidError(f"{path} is neither the last checkpoint's nor the one before",
+                                        "start the run over with --force")
+                os.replace(previous, path)
 
     def append_log(self, record: dict[str, Any]) -> None:
         with open(self.log_path, "a", encoding="utf-8") as log:

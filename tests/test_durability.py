@@ -14,6 +14,7 @@ import numpy as np
 from safetensors.torch import load_file
 
 import dreamvid
+from dreamvid.checkpoint import file_digest
 from dreamvid.rundir import RunDir
 from synthetic import make_video
 
@@ -33,6 +34,15 @@ def assert_every_file_whole(run: Path) -> None:
         RunDir(run).read_state()
 
 
+def assert_last_commit(run: Path) -> None:
+    """After `settle_checkpoint`, the checkpoint files are exactly the ones the last commit recorded."""
+    folder = RunDir(run)
+    folder.settle_checkpoint()
+    recorded = folder.read_state()["files"]
+    present = {str(p.relative_to(run)): file_digest(p) for p in folder.checkpoint_paths() if p.is_file()}
+    assert present == recorded
+
+
 def test_training_killed_at_random_moments_resumes_to_a_run_that_loads(tmp_path):
     clip = make_video(tmp_path / "clip.mp4", n_frames=60, width=32, height=32)
     run, rng = tmp_path / "run", random.Random(0)
@@ -44,6 +54,8 @@ def test_training_killed_at_random_moments_resumes_to_a_run_that_loads(tmp_path)
         process.send_signal(signal.SIGKILL)
         process.wait()
         assert_every_file_whole(run)
+        if RunDir(run).state_path.is_file():
+            assert_last_commit(run)   # the previous checkpoint or the new one, never a mix
     print(f"\nkill -9: {KILLS} trials, every file whole after each")
     finished = subprocess.run(train_argv(clip, run, "--vae-epochs", "40", "--rnn-epochs", "40", "--resume"),
                               capture_output=True, text=True, timeout=300)
@@ -87,3 +99,17 @@ def test_a_frame_cache_past_the_disk_is_refused_in_one_line_and_removed(tmp_path
     line, = failed.stderr.strip().splitlines()
     assert "cannot write the frame cache" in line
     assert not [p for p in (tmp_path / "run" / "cache").rglob("*") if p.is_file()]
+
+
+def test_weights_written_after_the_last_commit_are_undone_by_resume(tmp_path):
+    clip = make_video(tmp_path / "clip.mp4", n_frames=24, width=32, height=32)
+    run = tmp_path / "run"
+    subprocess.run(train_argv(clip, run, "--vae-epochs", "1", "--rnn-epochs", "1"), check=True, timeout=300)
+    folder = RunDir(run)
+    committed = file_digest(folder.weights_path("rnn"))
+    weights = load_file(str(folder.weights_path("rnn")))
+    folder.save_weights("rnn", {name: value + 1 for name, value in weights.items()})  # a kill before the commit
+    assert file_digest(folder.weights_path("rnn")) != committed
+    resumed = subprocess.run(train_argv(clip, run, "--resume"), capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert file_digest(folder.weights_path("rnn")) == committed

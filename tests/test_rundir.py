@@ -55,7 +55,7 @@ def test_latents_and_best_weights_round_trip(run):
 def test_state_log_and_progress(run):
     assert run.read_state() is None
     run.write_state({"stage": "rnn", "epoch": 2, "step": 5, "elapsed": 1.5})
-    assert run.read_state() == {"stage": "rnn", "epoch": 2, "step": 5, "elapsed": 1.5}
+    assert run.read_state() == {"stage": "rnn", "epoch": 2, "step": 5, "elapsed": 1.5, "files": {}}
     run.state_path.write_text("{torn")
     with pytest.raises(DreamvidError, match="damaged"):
         run.read_state()

@@ -47,6 +47,7 @@ def train(sources: str | Path | Sequence[str | Path] = (), out: str | Path = "ru
     torch_device = resolve_device(device)
     if resume:
         config = _config_to_resume(run, sources)
+        run.settle_checkpoint()
     else:
         _check_sources(sources)  # bad sources and settings fail before RUN_DIR is touched, even with --force
         config = make_config(preset, size=size, fps=fps, crop=crop, minutes=minutes, vae_epochs=vae_epochs,
