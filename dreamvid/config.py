@@ -105,8 +105,6 @@ class RNNConfig:
             raise ValueError(f"rnn.dropout must be at least 0 and below 1, not {self.dropout}")
         if not 0 <= self.decode_spread <= 1:
             raise ValueError(f"rnn.decode_spread must be from 0 to 1, not {self.decode_spread}")
-        if self.sampling_steps < 1 or self.global_size < 1:
-            raise ValueError("rnn.sampling_steps and rnn.global_size must be at least 1")
 
 
 @dataclass
@@ -288,7 +286,7 @@ def _default() -> RunConfig:
         vae=VAEConfig(kind="spatial", size=64, channels=(64,), levels=(5, 5, 5), encoder_blocks=2,
                       decoder_blocks=2, lr=2e-3, grad_clip=0.05),
         rnn=RNNConfig(kind="map", cell="lnlstm", hidden=256, gaussians=5, dropout=0.3, seq_len=16, lr=2e-3,
-                      grad_clip=1.0, width=32, sampling_steps=4, global_size=32, keep_best=True, temperature=0.7,
+                      grad_clip=1.0, width=32, sampling_steps=2, global_size=32, keep_best=True, temperature=0.7,
                       decode_spread=0.5),
         train=TrainConfig(batch_size=16, rnn_batch_size=16, vae_share=0.5),
     )
