@@ -10,6 +10,7 @@ import hashlib
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import av
@@ -387,3 +388,44 @@ def test_process_debug_shows_the_traceback(tmp_path):
     done = _dreamvid("--debug", "train", tmp_path / "nope.mp4", "-o", tmp_path / "run", cwd=tmp_path)
     assert done.returncode != 0
     assert "Traceback" in done.stderr and "UsageError" in done.stderr and "nope.mp4 does not exist" in done.stderr
+
+
+# ---------------------------------------------------------------------------------------------- bounded inputs
+
+
+def test_a_playlist_naming_a_real_video_is_refused_unread(tmp_path, capsys):
+    clip = make_video(tmp_path / "clip.mp4", n_frames=30)
+    for name, text in (("list.m3u8", f"#EXTM3U\n#EXTINF:1.0,\n{clip}\n#EXT-X-ENDLIST\n"),
+                       ("list.ffconcat", f"ffconcat version 1.0\nfile '{clip}'\n")):
+        playlist = tmp_path / name
+        playlist.write_text(text)
+        code, _, err = cli(capsys, *train_into(tmp_path, playlist))
+        assert_error(code, err, 1, "not a video FFmpeg can read")
+        assert not (tmp_path / "run").exists()
+
+
+def test_the_frames_read_from_a_file_are_capped_by_its_declared_length():
+    from dreamvid.video import MAX_FRAMES, VideoInfo, frame_limit
+    info = VideoInfo(path=Path("clip.mp4"), width=64, height=64, fps=30.0, frames=None, duration=10.0, codec="h264")
+    assert frame_limit(info, 15.0) == int(10.0 * 15 * 1.1) + 30 + 2
+    assert frame_limit(replace(info, duration=None), 15.0) == MAX_FRAMES
+    assert frame_limit(replace(info, duration=1e9), 15.0) == MAX_FRAMES
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 2 MB file system (tmpfs), where mounting one is allowed (root, as CI runs)."""
+    folder = tmp_path / "small"
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(folder)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip("mounting a small file system needs root")
+    yield folder
+    subprocess.run(["umount", str(folder)], check=True)
+
+
+def test_a_disk_without_room_for_the_frame_cache_is_refused_before_decoding(tmp_path, small_disk, capsys):
+    clip = make_video(tmp_path / "clip.mp4", n_frames=30)
+    code, _, err = cli(capsys, "train", clip, "-o", small_disk / "run", *TINY)
+    assert_error(code, err, 1, "not enough disk space for the frame cache", "free")
+    assert not list(small_disk.rglob("*.u8")) and not list(small_disk.rglob("*.part"))

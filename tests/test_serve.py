@@ -487,6 +487,8 @@ def test_upload_rejects_non_video_oversize_and_foreign_requests(client, tmp_path
     assert client.post("/api/upload?filename=x.mp4&size=33", content=b"x", headers=MUTATE).status_code == 400
     assert client.post("/api/upload?filename=x.mp4&minutes=nan", content=b"x", headers=MUTATE).status_code == 400
     assert client.post("/api/upload?filename=x.mp4", content=b"", headers=MUTATE).status_code == 400
+    playlist = client.post("/api/upload?filename=list.m3u8", content=b"#EXTM3U\n/etc/passwd\n", headers=MUTATE)
+    assert playlist.status_code == 400 and "not named as a video file" in playlist.json()["error"]
     assert list(uploads.iterdir()) == []
     assert client.get("/api/jobs").json() == {"jobs": []}
 
@@ -707,3 +709,31 @@ def test_two_recordings_in_one_second_get_two_names(tmp_path):
     first, first_marker = reserve_name(tmp_path, "dream-20260101-000000")
     second, _ = reserve_name(tmp_path, "dream-20260101-000000")
     assert first != second and first_marker.exists() and not first.exists()
+
+
+def test_an_upload_past_the_concurrent_limit_is_told_to_wait(tiny_run, tmp_path):
+    import asyncio
+
+    import httpx
+    clip = make_video(tmp_path / "clip.mp4", n_frames=8, width=32, height=32).read_bytes()
+    upload = "/api/upload?filename=clip.mp4&preset=tiny&size=32&minutes=0.1"
+    app = create_app([tiny_run], None, data_dir=tmp_path / "data", start_jobs=False, limits=Limits(max_uploads=1))
+
+    async def two_uploads() -> tuple[int, httpx.Response]:
+        release = asyncio.Event()
+
+        async def arriving_slowly():
+            yield clip[:100]
+            await release.wait()
+            yield clip[100:]
+
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE) as client:
+            first = asyncio.create_task(client.post(upload, content=arriving_slowly(), headers=MUTATE))
+            await asyncio.sleep(0.5)
+            second = await client.post(upload, content=clip, headers=MUTATE)
+            release.set()
+            return (await first).status_code, second
+
+    first, second = asyncio.run(two_uploads())
+    assert second.status_code == 429 and "uploads are arriving already" in second.json()["error"]
+    assert first == 201
