@@ -45,6 +45,7 @@ class RunDir:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        self._digests: dict[Path, tuple[tuple[int, int, int], str]] = {}   # path -> (its stat, its SHA-256)
 
     def __repr__(self) -> str:
         return f"RunDir({str(self.path)!r})"
@@ -209,9 +210,19 @@ class RunDir:
 
     def write_state(self, state: dict[str, Any]) -> None:
         """Commit a checkpoint: `state` and the digest of each checkpoint file as it is now."""
-        files = {str(path.relative_to(self.path)): checkpoint.file_digest(path)
+        files = {str(path.relative_to(self.path)): self._digest(path)
                  for path in self.checkpoint_paths() if path.is_file()}
         atomic_write_json(self.state_path, {**state, "files": files})
+
+    def _digest(self, path: Path) -> str:
+        """The file's SHA-256, hashed again only when the file changed: every write replaces the file (a new
+        inode), and the latents, the largest, are written once but committed with every later checkpoint."""
+        stat = path.stat()
+        key = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+        cached = self._digests.get(path)
+        if cached is None or cached[0] != key:
+            cached = self._digests[path] = (key, checkpoint.file_digest(path))
+        return cached[1]
 
     def checkpoint_paths(self) -> list[Path]:
         return [self.weights_path("vae"), self.weights_path("rnn"), self.latents_path, self.optimizer_path("vae"),
