@@ -16,7 +16,7 @@ import numpy as np
 from tqdm import tqdm
 
 from dreamvid.errors import DreamvidError, UsageError
-from dreamvid.video import VideoInfo, check_read_settings, probe, read_frames
+from dreamvid.video import MAX_FRAMES, VideoInfo, check_read_settings, probe, read_frames
 
 FORMAT_VERSION = 1
 DEFAULT_MAX_FPS = 30.0
@@ -161,9 +161,9 @@ def _cache_key(hashes: list[str], size: int, fps: float, crop: str) -> str:
 def _write_frames(infos: list[VideoInfo], path: Path, size: int, fps: float, crop: str, progress: bool,
                   warn: abc.Callable[[str], None] | None) -> list[Sequence]:
     """Append every source's frames to `path` as raw bytes; one Sequence per source. The free disk space is
-    checked before (against the declared lengths) and while writing."""
+    checked before (against the declared lengths, each capped as reading caps it) and while writing."""
     sequences: list[Sequence] = []
-    expected = [info.duration * fps for info in infos if info.duration]
+    expected = [min(info.duration * fps, MAX_FRAMES) for info in infos if info.duration]
     total = round(sum(expected)) if len(expected) == len(infos) else None
     frame_bytes = size * size * 3
     _require_space(path.parent, (total or 0) * frame_bytes, "")
