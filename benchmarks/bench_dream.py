@@ -3,6 +3,7 @@
     python benchmarks/bench_dream.py                   # default preset, 64 px, 3000 frames, CPU
     python benchmarks/bench_dream.py --device cuda --size 128
     python benchmarks/bench_dream.py --reproject       # each latent through decode -> encode before it is fed back
+    python benchmarks/bench_dream.py --backend onnx    # stepped and decoded through ONNX Runtime
 
 Speed does not depend on what the weights learned, so the run is made from freshly initialised models.
 """
@@ -43,10 +44,14 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--reproject", action="store_true")
+    parser.add_argument("--backend", default="torch", choices=("torch", "onnx"))
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        dreamer = load(make_untrained_run(Path(tmp), args.preset, args.size), device=args.device)
-        print(f"machine: {machine()}; device {dreamer.device}")
+        run = make_untrained_run(Path(tmp), args.preset, args.size)
+        started = time.perf_counter()
+        dreamer = load(run, device=args.device, backend=args.backend)
+        print(f"machine: {machine()}; device {dreamer.device}; backend {args.backend}, loaded in "
+              f"{time.perf_counter() - started:.1f} s")
         parts = {}
         sampling = "RNN sampling" + (" re-projected" if args.reproject else "")
         for name, work in ((sampling, lambda: dreamer.session(seed=0, reproject=args.reproject)

@@ -12,6 +12,7 @@ from .config import CROPS, PRESET_NAMES
 from .errors import DreamvidError, Interrupted
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
+BACKENDS = ("torch", "onnx")
 REPROJECT_HELP = ("pass each dreamed latent through the VAE (decode, encode) before it is fed back: steadier "
                   "live-action dreams, stiller game ones; slower")
 
@@ -39,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="dreamvid", description="Neural dream videos: learn a clip, dream endless new video.")
     parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
     verbs = parser.add_subparsers(dest="verb", required=True, parser_class=_Parser)
-    for add_verb in (_add_train, _add_dream, _add_demo, _add_eval, _add_compare, _add_serve, _add_doctor):
+    for add_verb in (_add_train, _add_dream, _add_demo, _add_eval, _add_compare, _add_export, _add_serve,
+                     _add_doctor):
         add_verb(verbs)
     return parser
 
@@ -79,6 +81,8 @@ def _add_dream(verbs: argparse._SubParsersAction) -> None:
     dream.add_argument("--fps", type=float, help="playback rate (default: the run's)")
     dream.add_argument("--upscale", type=int, help="integer upscale (default: short side >= 256 px)")
     dream.add_argument("--device", default="auto", choices=DEVICES)
+    dream.add_argument("--backend", default="torch", choices=BACKENDS,
+                       help="onnx: step and decode through ONNX Runtime on the CPU (faster; needs dreamvid[export])")
     dream.add_argument("--force", action="store_true", help="overwrite an existing output")
     dream.add_argument("--quiet", action="store_true")
 
@@ -114,6 +118,14 @@ def _add_compare(verbs: argparse._SubParsersAction) -> None:
     compare.add_argument("--force", action="store_true", help="replace the --html file if it exists")
 
 
+def _add_export(verbs: argparse._SubParsersAction) -> None:
+    export = verbs.add_parser("export", help="a run as ONNX graphs, or as one HTML page that dreams offline")
+    export.add_argument("run", type=Path, metavar="RUN_DIR")
+    export.add_argument("--onnx", type=Path, metavar="DIR", help="write step.onnx, decoder.onnx and a manifest")
+    export.add_argument("--html", type=Path, metavar="FILE", help="write one self-contained .html page")
+    export.add_argument("--force", action="store_true", help="replace outputs that exist")
+
+
 def _add_serve(verbs: argparse._SubParsersAction) -> None:
     serve = verbs.add_parser("serve", help="the browser studio: live dreams, training from the page")
     serve.add_argument("runs", nargs="*", type=Path, metavar="RUN_DIR")
@@ -146,7 +158,7 @@ def _train(args: argparse.Namespace) -> None:
 
 def _dream(args: argparse.Namespace) -> None:
     from .dreaming import load
-    dreamer = load(args.run, device=args.device)
+    dreamer = load(args.run, device=args.device, backend=args.backend)
     dream = dreamer.dream(frames=args.frames, seconds=args.seconds, temperature=args.temperature, seed=args.seed,
                           prime=args.prime, prime_frame=args.prime_frame, reproject=args.reproject)
     path = dream.save(args.out or args.run / "dream.mp4", fps=args.fps, upscale=args.upscale, force=args.force,
@@ -174,6 +186,11 @@ def _compare(args: argparse.Namespace) -> None:
     print(compare(args.paths, html=args.html, force=args.force))
 
 
+def _export(args: argparse.Namespace) -> None:
+    from .export import export
+    print(export(args.run, onnx=args.onnx, html=args.html, force=args.force).summary())
+
+
 def _serve(args: argparse.Namespace) -> None:
     from .serve import serve
     from .serve.limits import Limits
@@ -188,8 +205,8 @@ def _doctor(args: argparse.Namespace) -> None:
     print(format_report(report()))
 
 
-VERBS = {"train": _train, "dream": _dream, "demo": _demo, "eval": _eval, "compare": _compare, "serve": _serve,
-         "doctor": _doctor}
+VERBS = {"train": _train, "dream": _dream, "demo": _demo, "eval": _eval, "compare": _compare, "export": _export,
+         "serve": _serve, "doctor": _doctor}
 
 
 def main(argv: list[str] | None = None) -> int:

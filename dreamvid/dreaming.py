@@ -15,15 +15,18 @@ import torch
 from .config import RunConfig
 from .device import autocast, fast_bf16, place, resolve_device
 from .errors import DreamvidError, UsageError
+from .graphs import OnnxDreaming, require_onnx
 from .models import DreamModel, VAE, build_rnn, build_vae, encode_frames, tensor_to_frames
 from .rundir import RunDir
 
 DECODE_BATCH = 64
+BACKENDS = ("torch", "onnx")
 
 
-def load(run_dir: str | Path, device: str = "auto") -> "Dreamer":
-    """Open a trained run folder for dreaming."""
-    return Dreamer.from_pretrained(run_dir, device)
+def load(run_dir: str | Path, device: str = "auto", backend: str = "torch") -> "Dreamer":
+    """Open a trained run folder for dreaming. Backend "onnx" steps and decodes through ONNX Runtime on the CPU
+    (docs/benchmarks.md: faster than torch there); it traces the run's graphs first, a few seconds."""
+    return Dreamer.from_pretrained(run_dir, device, backend)
 
 
 def _check_temperature(temperature: float) -> float:
@@ -40,9 +43,15 @@ class Dreamer:
         self.run_dir, self.config, self.vae, self.rnn, self.device = run_dir, config, vae, rnn, device
         self.latents = latents
         self.bf16 = config.train.bf16 and fast_bf16(device)
+        self.backend = "torch"
+        self._onnx = None
 
     @classmethod
-    def from_pretrained(cls, run_dir: str | Path, device: str = "auto") -> "Dreamer":
+    def from_pretrained(cls, run_dir: str | Path, device: str = "auto", backend: str = "torch") -> "Dreamer":
+        if backend not in BACKENDS:
+            raise UsageError(f"unknown backend {backend!r}", f"use one of: {', '.join(BACKENDS)}")
+        if backend == "onnx" and device not in ("auto", "cpu"):
+            raise UsageError("the onnx backend dreams on the CPU", "drop --device, or use --backend torch")
         run = RunDir(run_dir).require_run()
         config = run.read_config()
         run.require_trained()
@@ -54,8 +63,14 @@ class Dreamer:
         latents = run.load_latents()
         if "mu" not in latents or tuple(latents["mu"].shape[1:]) != vae.latent_shape:
             raise DreamvidError(f"{run.latents_path} does not fit config.json", "train the run again")
-        return cls(run.path, config, place(vae, torch_device).eval(), rnn.to(torch_device).eval(),
-                   latents, torch_device)
+        if backend == "onnx":
+            torch_device = torch.device("cpu")
+        dreamer = cls(run.path, config, place(vae, torch_device).eval(), rnn.to(torch_device).eval(), latents,
+                      torch_device)
+        if backend == "onnx":
+            require_onnx()
+            dreamer.backend = backend
+        return dreamer
 
     # --- properties a caller needs to place frames in time and space -------------------------------------
 
@@ -66,6 +81,15 @@ class Dreamer:
     @property
     def size(self) -> int:
         return self.config.vae.size
+
+    @property
+    def onnx(self):
+        """With the onnx backend, the run's graphs in ONNX Runtime (an OnnxDreaming), traced on first use (a few
+        seconds); None with torch."""
+        if self.backend == "onnx" and self._onnx is None:
+            start = self.context_before(self.random_frame_index(random.Random(0)))[-1:]
+            self._onnx = OnnxDreaming(self.vae, self.rnn, self.config.rnn.decode_spread, start)
+        return self._onnx
 
     @property
     def cache(self):
@@ -81,6 +105,8 @@ class Dreamer:
     @torch.no_grad()
     def decode(self, z: torch.Tensor) -> np.ndarray:
         """Latents (N, *latent_shape) -> uint8 (N, S, S, 3) frames."""
+        if self.onnx is not None:
+            return self.onnx.decode(z)
         with autocast(self.device, self.bf16):
             return tensor_to_frames(self.vae.decode(z.to(self.device)))
 
@@ -98,6 +124,8 @@ class Dreamer:
         dreamed latent through decode -> encode before it is fed back: on live-action footage steadier and
         more realistic frames, on games a dream that stops moving (docs/results.md); it costs a VAE decode
         and encode per frame."""
+        if reproject and self.backend == "onnx":
+            raise UsageError("re-projection runs only with the torch backend", "drop --reproject or --backend onnx")
         return DreamSession(self, self.config.rnn.temperature if temperature is None else temperature,
                             seed, frame_index, self.prime_latents(prime) if prime is not None else None, reproject)
 
@@ -186,7 +214,8 @@ class DreamSession:
     @torch.no_grad()
     def next_latents(self, n: int) -> torch.Tensor:
         """The latents of the next n frames to decode (see RNNConfig.decode_spread)."""
-        shown, self.z, self.state = self.dreamer.rnn.rollout(self.z, self.state, n, self.temperature,
+        model = self.dreamer.onnx or self.dreamer.rnn
+        shown, self.z, self.state = model.rollout(self.z, self.state, n, self.temperature,
                                                              self.generator, self.dreamer.config.rnn.decode_spread,
                                                              self.dreamer.reproject if self.reproject else None)
         return shown[0]

@@ -28,13 +28,13 @@ def atomic_replace(path: str | Path, write: Callable[[str], None],
         _fsync(tmp)
         os.replace(tmp, path)
     except (OSError, *write_errors) as error:
-        tmp.unlink(missing_ok=True)
+        _remove(tmp)
         reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error).splitlines()[0]
         raise DreamvidError(f"cannot write {path}: {reason.lower()}",
                             "free some disk space or fix the folder's permissions; the previous file is kept") \
             from None
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        _remove(tmp)
         raise
     _fsync(path.parent)
 
@@ -54,6 +54,14 @@ def read_json(path: str | Path) -> dict | None:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
+
+
+def _remove(path: Path) -> None:
+    """Delete `path` if it is there; where it cannot be (its folder is a file, or gone), there is nothing to."""
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:
+        pass
 
 
 def _fsync(path: Path) -> None:

@@ -102,10 +102,35 @@ class DreamModel(nn.Module):
         params, _ = self(latents[:-1].unsqueeze(0))
         return self.nll(params, latents[1:].unsqueeze(0))[0, first_scored - 1:]
 
+    def draw_noise(self, steps: int, batch: int, generator: torch.Generator | None = None,
+                   device: torch.device | str = "cpu") -> tuple[torch.Tensor, ...]:
+        """Every random number `steps` dream steps of `batch` dreams consume, each tensor led by the step: drawn
+        at once, one generator call instead of a few per step. ONNX graphs take one step's share as inputs."""
+        raise NotImplementedError
+
+    def noise_kinds(self) -> tuple[str, ...]:
+        """What each of draw_noise's tensors holds: "uniform" (in [0, 1)) or "normal" numbers."""
+        raise NotImplementedError
+
+    def dream_step(self, z: torch.Tensor, state: State, temperature: float | torch.Tensor,
+                   noise: tuple[torch.Tensor, ...], decode_spread: float = 1.0,
+                   feedback: Callable[[torch.Tensor], torch.Tensor] | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor, State]:
+        """One dreamed step after `z` (B, ...) from one step's share of draw_noise: (the latent to decode, the
+        latent to feed back, the state). `feedback`, if given, maps each sample before it is fed back and shown."""
+        raise NotImplementedError
+
+    @torch.no_grad()
     def rollout(self, z: torch.Tensor, state: State, steps: int, temperature: float,
                 generator: torch.Generator | None = None, decode_spread: float = 1.0,
                 feedback: Callable[[torch.Tensor], torch.Tensor] | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor, State]:
         """Dream `steps` latents after `z` (B, ...): (latents to decode (B, steps, ...), the last latent to feed
-        back, the state). `feedback`, if given, maps each sample before it is fed back and shown."""
-        raise NotImplementedError
+        back, the state)."""
+        noise = self.draw_noise(steps, len(z), generator, z.device)
+        shown = []
+        for index in range(steps):
+            latent, z, state = self.dream_step(z, state, temperature, tuple(n[index] for n in noise), decode_spread,
+                                               feedback)
+            shown.append(latent)
+        return torch.stack(shown, 1), z, state

@@ -143,36 +143,35 @@ class MapRenderer(nn.Module):
         return (nll * hidden).sum() / hidden.sum().clamp_min(1)
 
     @torch.no_grad()
-    def fill(self, features: torch.Tensor, rounds: int, temperature: float,
-             generator: torch.Generator | None = None) -> torch.Tensor:
+    def fill(self, features: torch.Tensor, rounds: int, temperature: float | torch.Tensor,
+             uniforms: torch.Tensor | None = None) -> torch.Tensor:
         """A next map from `features` in `rounds` rounds; each keeps the most confident of the cells it drew
-        (cosine schedule). Temperature 0 takes each cell's most likely code."""
+        (cosine schedule). Round r draws each cell by inverse CDF from uniforms[r] (B, 1, H, W); with no
+        uniforms, every cell takes its most likely code."""
         batch, _, height, width = features.shape
         cells = height * width
         known = features.new_zeros(batch, len(self.fsq.levels), height, width)
         hidden = features.new_ones(batch, 1, height, width)
         start = self.head_start(features)
         for index in range(rounds):
-            codes, confidence = self._draw(self.log_probs(start, known, hidden), temperature, generator)
+            log_p = self.log_probs(start, known, hidden)
+            codes = self._draw(log_p, temperature, uniforms[index]) if uniforms is not None else log_p.max(1).indices
+            confidence = log_p.gather(1, codes.unsqueeze(1)).squeeze(1)
             still_hidden = math.floor(cells * math.cos(math.pi / 2 * (index + 1) / rounds))
             confidence = confidence.masked_fill(hidden[:, 0] == 0, float("inf")).flatten(1)
-            keep = confidence.argsort(1, descending=True)[:, :cells - still_hidden]
+            keep = confidence.topk(cells - still_hidden, 1).indices
             now_hidden = torch.ones_like(confidence).scatter_(1, keep, 0.0).view_as(hidden)
             known = known + self.fsq.code_values(codes).to(known.dtype) * (hidden - now_hidden)
             hidden = now_hidden
         return known
 
     @staticmethod
-    def _draw(log_p: torch.Tensor, temperature: float, generator: torch.Generator | None
-              ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Codes (B, H, W) drawn per cell, and each cell's log-probability of its draw."""
-        if temperature > 0:   # inverse CDF: one uniform number per cell, not one per code as Gumbel-max takes
-            cdf = torch.softmax(log_p / temperature, 1).cumsum(1)
-            uniform = torch.rand(len(log_p), 1, *log_p.shape[2:], generator=generator, device=log_p.device)
-            codes = (cdf < uniform * cdf[:, -1:]).sum(1).clamp_(max=log_p.shape[1] - 1)
-        else:
-            codes = log_p.max(1).indices   # max, not argmax: over a middle dim, 7x faster on CPU
-        return codes, log_p.gather(1, codes.unsqueeze(1)).squeeze(1)
+    def _draw(log_p: torch.Tensor, temperature: float | torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
+        """Codes (B, H, W), each cell's drawn by inverse CDF from its one uniform number (B, 1, H, W): one
+        number per cell, not one per code as Gumbel-max takes. (`max`, not argmax, for the most likely: over a
+        middle dim, 7x faster on CPU.)"""
+        cdf = torch.softmax(log_p / temperature, 1).cumsum(1)
+        return (cdf < uniform * cdf[:, -1:]).sum(1).clamp_(max=log_p.shape[1] - 1)
 
 
 class MapDreamer(DreamModel):
@@ -216,25 +215,34 @@ class MapDreamer(DreamModel):
         """The most likely map given the motion model's mean layout, filled in MaskGIT rounds."""
         motion, current = params
         features = self.renderer.features(current, self.motion.mean(motion))
-        return self.renderer.fill(features, self.config.sampling_steps, temperature=0.0)
+        return self.renderer.fill(features, self.config.sampling_steps, 1.0)
 
-    @torch.no_grad()
-    def rollout(self, z: torch.Tensor, state: State, steps: int, temperature: float,
-                generator: torch.Generator | None = None, decode_spread: float = 1.0,
-                feedback: Callable[[torch.Tensor], torch.Tensor] | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor, State]:
-        """Dream `steps` maps after `z` (B, C, H, W): each next layout drawn at `temperature` (the map is filled
-        given its center plus `decode_spread` of its deviation), then its cells at `temperature`."""
-        shown = []
-        for _ in range(steps):
-            (params, _), state = self.step(z, state)
-            g, center = self.motion.sample_with_center(params, temperature, generator)
-            features = self.renderer.features(z, center + decode_spread * (g - center))
-            z = self.renderer.fill(features, self.config.sampling_steps, temperature, generator)
-            if feedback is not None:
-                z = feedback(z)
-            shown.append(z)
-        return torch.stack(shown, 1), z, state
+    def draw_noise(self, steps: int, batch: int, generator: torch.Generator | None = None,
+                   device: torch.device | str = "cpu") -> tuple[torch.Tensor, ...]:
+        """A uniform and a normal number per layout number, and a uniform number per cell per MaskGIT round."""
+        layout = (steps, batch, self.config.global_size)
+        cells = (steps, self.config.sampling_steps, batch, 1, *self.latent_shape[1:])
+        return (torch.rand(layout, generator=generator, device=device),
+                torch.randn(layout, generator=generator, device=device),
+                torch.rand(cells, generator=generator, device=device))
+
+    def noise_kinds(self) -> tuple[str, ...]:
+        return ("uniform", "normal", "uniform")
+
+    def dream_step(self, z: torch.Tensor, state: State, temperature: float | torch.Tensor,
+                   noise: tuple[torch.Tensor, ...], decode_spread: float = 1.0,
+                   feedback: Callable[[torch.Tensor], torch.Tensor] | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor, State]:
+        """The next layout drawn at `temperature` (the map is filled given its center plus `decode_spread` of its
+        deviation), then its cells at `temperature`."""
+        uniform, normal, cells = noise
+        (params, _), state = self.step(z, state)
+        g, center = self.motion.sample_with_center(params, temperature, noise=(uniform, normal))
+        features = self.renderer.features(z, center + decode_spread * (g - center))
+        z = self.renderer.fill(features, self.config.sampling_steps, temperature, cells)
+        if feedback is not None:
+            z = feedback(z)
+        return z, z, state
 
     def loss(self, inputs: torch.Tensor, targets: torch.Tensor,
              generator: torch.Generator | None = None) -> torch.Tensor:

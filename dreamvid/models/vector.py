@@ -225,28 +225,26 @@ class LatentRNN(DreamModel):
             cs.append(c_layer)
         return self.split_head(self.head(x).float()), (torch.stack(hs), torch.stack(cs))
 
-    @torch.no_grad()
-    def rollout(self, z: torch.Tensor, state: State, steps: int, temperature: float,
-                generator: torch.Generator | None = None, decode_spread: float = 1.0,
-                feedback: Callable[[torch.Tensor], torch.Tensor] | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor, State]:
-        """Dream `steps` latents after `z` (B, z), feeding each sample back. Returns the latents to decode,
-        (B, steps, z): each sample's center plus `decode_spread` times its random deviation (1: the samples
-        themselves); the last sample, to feed back next; and the state. `feedback`, if given, maps each sample
-        before it is fed back and shown (the dreamer's decode -> encode re-projection). The random numbers for
-        all steps are drawn at once: one generator call instead of two per step."""
-        noise = self.draw_noise((steps, *z.shape), generator, z.device)
-        shown = []
-        for index in range(steps):
-            params, state = self.step(z, state)
-            z, center = self.sample_with_center(params, temperature, noise=tuple(n[index] for n in noise))
-            if feedback is not None:
-                z = feedback(z)
-            shown.append(z if decode_spread == 1 else center + decode_spread * (z - center))
-        return torch.stack(shown, 1), z, state
+    def dream_step(self, z: torch.Tensor, state: State, temperature: float | torch.Tensor,
+                   noise: tuple[torch.Tensor, ...], decode_spread: float = 1.0,
+                   feedback: Callable[[torch.Tensor], torch.Tensor] | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor, State]:
+        """Shows the sample's center plus `decode_spread` times its random deviation (1: the sample itself)."""
+        params, state = self.step(z, state)
+        z, center = self.sample_with_center(params, temperature, noise=noise)
+        if feedback is not None:
+            z = feedback(z)
+        return (z if decode_spread == 1 else center + decode_spread * (z - center)), z, state
 
-    def draw_noise(self, shape: tuple[int, ...], generator: torch.Generator | None,
+    def draw_noise(self, steps: int, batch: int, generator: torch.Generator | None = None,
                    device: torch.device | str = "cpu") -> tuple[torch.Tensor, ...]:
+        return self._noise((steps, batch, self.z_dim), generator, device)
+
+    def noise_kinds(self) -> tuple[str, ...]:
+        return ("uniform", "normal")
+
+    def _noise(self, shape: tuple[int, ...], generator: torch.Generator | None,
+               device: torch.device | str = "cpu") -> tuple[torch.Tensor, ...]:
         """Uniform and normal numbers for `sample`, shaped like the latents it will produce."""
         return (torch.rand(shape, generator=generator, device=device),
                 torch.randn(shape, generator=generator, device=device))
@@ -262,7 +260,8 @@ class LatentRNN(DreamModel):
 
     def sample(self, params: Params, temperature: float, generator: torch.Generator | None = None,
                noise: tuple[torch.Tensor, ...] | None = None) -> torch.Tensor:
-        """A next latent drawn at `temperature`; `noise` (from draw_noise) replaces drawing from `generator`."""
+        """A next latent drawn at `temperature`; `noise` (one step of draw_noise) replaces drawing from
+        `generator`."""
         return self.sample_with_center(params, temperature, generator, noise)[0]
 
     def sample_with_center(self, params: Params, temperature: float, generator: torch.Generator | None = None,
@@ -298,12 +297,12 @@ class MDNRNN(LatentRNN):
         """World Models' temperature: logits divided by tau, sigma scaled by sqrt(tau). The center is the mean
         of the picked component."""
         logits, mu, log_sigma = params
-        uniform, normal = noise or self.draw_noise(mu.shape[:-1], generator, mu.device)
+        uniform, normal = noise or self._noise(mu.shape[:-1], generator, mu.device)
         # Inverse-CDF pick of a component per dimension: cheaper than torch.multinomial for a small K.
         cdf = F.softmax(logits / temperature, -1).cumsum(-1)
         choice = (cdf < uniform.unsqueeze(-1)).sum(-1, keepdim=True).clamp_(max=logits.shape[-1] - 1)
         mu_k = mu.gather(-1, choice).squeeze(-1)
-        sigma_k = torch.exp(log_sigma.gather(-1, choice).squeeze(-1)) * math.sqrt(temperature)
+        sigma_k = torch.exp(log_sigma.gather(-1, choice).squeeze(-1)) * temperature ** 0.5
         return mu_k + sigma_k * normal, mu_k
 
 
@@ -326,5 +325,5 @@ class RegressionRNN(LatentRNN):
     def sample_with_center(self, params: Params, temperature: float, generator: torch.Generator | None = None,
                            noise: tuple[torch.Tensor, ...] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         prediction = params[0]
-        uniform = (noise or self.draw_noise(prediction.shape, generator, prediction.device))[0]
+        uniform = (noise or self._noise(prediction.shape, generator, prediction.device))[0]
         return prediction + self.config.feed_noise * temperature * (uniform * 2 - 1), prediction
