@@ -50,6 +50,7 @@ def main() -> None:
         run = make_untrained_run(Path(tmp), args.preset, args.size)
         started = time.perf_counter()
         dreamer = load(run, device=args.device, backend=args.backend)
+        dreamer.onnx  # the onnx backend traces its graphs on first use: part of loading, not of dreaming
         print(f"machine: {machine()}; device {dreamer.device}; backend {args.backend}, loaded in "
               f"{time.perf_counter() - started:.1f} s")
         parts = {}

@@ -44,13 +44,19 @@ def backends(frames: int) -> None:
     print(f"machine: {machine()}")
     with tempfile.TemporaryDirectory() as tmp:
         for preset in ("default", "worldmodels", "classic"):
+            (Path(tmp) / preset).mkdir()
             run = make_untrained_run(Path(tmp) / preset, preset, 128 if preset == "classic" else 64)
-            rows = {}
+            rows, traced = {}, []
             for backend in ("torch", "onnx", "torch", "onnx"):   # each twice, alternating; the faster run counts
-                rate = dream_rate(load(run, device="cpu", backend=backend), frames)
+                dreamer = load(run, device="cpu", backend=backend)
+                started = time.perf_counter()
+                if dreamer.onnx is not None:   # traced on first use: timed apart from dreaming
+                    traced.append(time.perf_counter() - started)
+                rate = dream_rate(dreamer, frames)
                 rows[backend] = max(rows.get(backend, rate), rate, key=lambda r: r[2])
             print(f"{preset:12s} " + " | ".join(f"{backend}: step {r[0]:.0f}, decode {r[1]:.0f}, both {r[2]:.0f} frames/s"
-                                                for backend, r in rows.items()))
+                                                for backend, r in rows.items())
+                  + f" | onnx graphs traced in {min(traced):.1f} s")
 
 
 def page(run: Path, seconds: int) -> None:
@@ -77,7 +83,7 @@ def page(run: Path, seconds: int) -> None:
                 rates.append(view.evaluate("() => window.dreamvid.fps"))
             facts = view.evaluate("() => window.dreamvid")
             browser.close()
-    print(f"first frame after {facts['firstFrameMs']} ms (from the page's start); asked for 60 frames/s: median "
+    print(f"first frame after {facts['firstFrameMs']} ms (from navigation start); asked for 60 frames/s: median "
           f"{statistics.median(rates[2:])} frames/s by the page's counter over {seconds - 2} s "
           f"(min {min(rates[2:])}); {facts['frames']} frames; requests: {len(requests) - 1} beyond the page")
 

@@ -19,6 +19,7 @@ import contextlib
 import io
 import logging
 import warnings
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -28,7 +29,8 @@ from torch import nn
 from .errors import DreamvidError, UsageError
 from .models import DreamModel, VAE
 
-MAX_ABS_DIFF = 1e-4   # what `verify` allows between ONNX Runtime and torch
+MAX_ABS_DIFF = 1e-4   # what `verify_*` allow between ONNX Runtime and torch
+MAX_CELLS_DRAWN_DIFFERENTLY = 0.01   # and the share of map cells the two may draw differently (StepCheck)
 VERIFY_STEPS = 8      # dream steps compared, each from the same inputs on both sides
 
 
@@ -106,31 +108,53 @@ def _export(module: nn.Module, example: tuple[torch.Tensor, ...], inputs: list[s
     return program.model_proto.SerializeToString()
 
 
-def session(graph: bytes):
-    """An ONNX Runtime session on the CPU, one thread per core."""
+def session(graph: bytes, threads: int = 0):
+    """An ONNX Runtime session on the CPU: `threads` for each operator (0: one per core), which sleep when idle
+    rather than spin, so that the video encoder's thread beside them gets the CPU."""
     import onnxruntime
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 3
+    options.intra_op_num_threads = threads
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return onnxruntime.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
 
 
+@dataclass
+class StepCheck:
+    """How ONNX Runtime's step compares with torch's on the same inputs: the largest difference of every output
+    number, leaving out map cells the two drew differently, and the share of cells drawn differently. A map
+    cell is a discrete draw (inverse CDF, then MaskGIT's most-confident cut): where torch's own numbers sit
+    within float rounding of a boundary, the other runtime may fall on the other side of it."""
+    max_abs_diff: float = 0.0
+    cells_drawn_differently: float = 0.0
+
+    def acceptable(self) -> bool:
+        return self.max_abs_diff <= MAX_ABS_DIFF and self.cells_drawn_differently <= MAX_CELLS_DRAWN_DIFFERENTLY
+
+
 def verify_step(graph: bytes, rnn: DreamModel, decode_spread: float, start: torch.Tensor,
-                state: tuple[torch.Tensor, torch.Tensor] | None, temperature: float, seed: int = 0) -> float:
-    """The largest difference between ONNX Runtime's and torch's outputs over VERIFY_STEPS steps of a dream from
-    `start`, each step given the same inputs on both sides (torch's outputs are fed on)."""
+                state: tuple[torch.Tensor, torch.Tensor] | None, temperature: float, seed: int = 0) -> StepCheck:
+    """ONNX Runtime against torch over VERIFY_STEPS steps of a dream from `start`, each step given the same
+    inputs on both sides (torch's outputs are fed on)."""
     runner, graph_module = session(graph), StepGraph(rnn, decode_spread).eval()
     names = step_names(rnn)[0]
     generator = torch.Generator().manual_seed(seed)
-    z, worst = start, 0.0
+    z, worst, different, cells = start, 0.0, 0, 0
     for _ in range(VERIFY_STEPS):
         inputs = step_inputs(rnn, z, state, temperature, generator)
         with torch.no_grad():
             expected = graph_module(*inputs)
         got = runner.run(None, {name: value.numpy() for name, value in zip(names, inputs)})
-        worst = max(worst, *(float(np.abs(g - e.numpy()).max()) for g, e in zip(got, expected)))
+        for value, reference in zip(got, expected):
+            gap = np.abs(value - reference.numpy())
+            if gap.ndim == 4:   # a map (B, C, H, W): judge each cell, leaving out those drawn differently
+                drawn_differently = gap.max(1) > MAX_ABS_DIFF
+                different, cells = different + int(drawn_differently.sum()), cells + drawn_differently.size
+                gap = np.where(drawn_differently[:, None], 0.0, gap)
+            worst = max(worst, float(gap.max()))
         _, z, h, c = expected
         state = (h, c)
-    return worst
+    return StepCheck(worst, different / cells if cells else 0.0)
 
 
 def verify_decoder(graph: bytes, vae: VAE, z: torch.Tensor) -> float:
@@ -157,7 +181,8 @@ class OnnxDreaming:
     def __init__(self, vae: VAE, rnn: DreamModel, decode_spread: float, start: torch.Tensor):
         self.rnn, self.decode_spread = rnn, decode_spread
         example = step_inputs(rnn, start, None, rnn.config.temperature, torch.Generator().manual_seed(0))
-        self.step_session = session(export_step(rnn, decode_spread, example))
+        # One thread steps faster than two (many small operators), and leaves a core to the video encoder.
+        self.step_session = session(export_step(rnn, decode_spread, example), threads=1)
         self.decoder_session = session(export_decoder(vae, start.repeat(2, *[1] * (start.dim() - 1))))
         self.inputs = step_names(rnn)[0]
 

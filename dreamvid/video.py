@@ -382,7 +382,9 @@ class VideoWriter:
 
 class _ContainerEncoder:
     SETTINGS = {
-        "mp4": ("libx264", "yuv420p", {"crf": "18", "preset": "ultrafast"}),  # see docs/benchmarks.md
+        # One x264 thread: dreaming runs beside the encoder, and x264's own threads took its cores (docs/benchmarks.md:
+        # the demo run's dream to mp4, 163 -> 221 frames/s with torch, 237 -> 283 with ONNX Runtime)
+        "mp4": ("libx264", "yuv420p", {"crf": "18", "preset": "ultrafast", "threads": "1"}),
         "webm": ("libvpx-vp9", "yuv420p", {"crf": "32", "b": "0", "deadline": "good", "cpu-used": "4",
                                            "row-mt": "1"}),
         "gif": ("gif", "pal8", {}),

@@ -14,7 +14,7 @@ from conftest import copy_run
 from dreamvid.cli import main
 from dreamvid.dreaming import load
 from dreamvid.errors import DreamvidError
-from dreamvid.graphs import MAX_ABS_DIFF, StepGraph, export_step
+from dreamvid.graphs import MAX_ABS_DIFF, MAX_CELLS_DRAWN_DIFFERENTLY, StepGraph, export_step
 from synthetic import make_video
 from test_bad_input import assert_error, cli, snapshot
 
@@ -71,15 +71,19 @@ def test_every_shipped_preset_exports_graphs_that_match_torch(preset, untrained_
     frames, inputs = run_as_manifest_says(out, steps=4)
     size = manifest["size"]
     assert all(f.shape == (1, size, size, 3) and 0 <= f.min() and f.max() <= 1 for f in frames)
-    # The same inputs through torch's own step give the same outputs.
+    # The same inputs through torch's own step give the same outputs: the state to 1e-4, and the latents too but
+    # for the rare map cell whose draw sits within float rounding of a tie.
     dreamer = load(untrained_runs[preset], device="cpu")
     graph = StepGraph(dreamer.rnn, dreamer.config.rnn.decode_spread).eval()
+    step = onnxruntime.InferenceSession(str(out / "step.onnx"))
+    names = [entry["name"] for entry in manifest["step"]["inputs"]]
     with torch.no_grad():
         for feed in inputs:
-            expected = graph(*map(torch.from_numpy, feed))
-            got = onnxruntime.InferenceSession(str(out / "step.onnx")).run(None, dict(
-                zip([e["name"] for e in manifest["step"]["inputs"]], feed)))
-            assert max(float(np.abs(g - e.numpy()).max()) for g, e in zip(got, expected)) <= MAX_ABS_DIFF
+            shown, z, h, c = (e.numpy() for e in graph(*map(torch.from_numpy, feed)))
+            got = step.run(None, dict(zip(names, feed)))
+            assert np.abs(got[2] - h).max() <= MAX_ABS_DIFF and np.abs(got[3] - c).max() <= MAX_ABS_DIFF
+            for value, reference in zip(got[:2], (shown, z)):
+                assert np.mean(np.abs(value - reference) > MAX_ABS_DIFF) <= MAX_CELLS_DRAWN_DIFFERENTLY
 
 
 def test_trained_run_exports_both_and_dreams_through_onnx_as_through_torch(cli_run, tmp_path, capsys):
