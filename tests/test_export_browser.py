@@ -95,4 +95,8 @@ def test_temperature_changes_the_stream_and_a_seed_replays_it(page):
     cool = step_frames(page, seed=5, temperature=0.05)
     assert step_frames(page, seed=5, temperature=0.05) == cool   # the same seed and temperature: the same frames
     assert step_frames(page, seed=5, temperature=2.0) != cool    # another temperature: another dream
+    with page.expect_download() as download:
+        page.click("#save")
+    saved = Path(download.value.path()).read_bytes()
+    assert saved.startswith(b"\x89PNG") and download.value.suggested_filename.endswith(".png")
     assert page.problems == [] and page.requests == [page.url]
