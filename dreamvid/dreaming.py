@@ -215,9 +215,9 @@ class DreamSession:
     def next_latents(self, n: int) -> torch.Tensor:
         """The latents of the next n frames to decode (see RNNConfig.decode_spread)."""
         model = self.dreamer.onnx or self.dreamer.rnn
-        shown, self.z, self.state = model.rollout(self.z, self.state, n, self.temperature,
-                                                             self.generator, self.dreamer.config.rnn.decode_spread,
-                                                             self.dreamer.reproject if self.reproject else None)
+        shown, self.z, self.state = model.rollout(self.z, self.state, n, self.temperature, self.generator,
+                                                  self.dreamer.config.rnn.decode_spread,
+                                                  self.dreamer.reproject if self.reproject else None)
         return shown[0]
 
     def next_frames(self, n: int) -> np.ndarray:

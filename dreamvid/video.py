@@ -30,6 +30,10 @@ READABLE_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".gif", ".
                      ".flv", ".ogv", ".y4m")
 MAX_PIXELS = 8192 * 8192            # a frame larger than this is refused after probing, before any decoding
 MAX_FRAMES = 1_000_000              # frames read from one file at most, whatever it declares (9 hours at 30 fps)
+# Frames waiting for the encoder thread, at most this many bytes (and 32-1024 frames): a whole batch of dreamed
+# frames fits, so the dream model steps on while the encoder works (docs/benchmarks.md: a queue of 32 frames,
+# half a batch, stalled it: the demo run's dream to mp4 283 -> 304-322 frames/s with ONNX Runtime).
+PENDING_BYTES = 16 << 20
 MAX_GAP_S = 60.0                    # a jump between two frames' times longer than this is a damaged timestamp
 
 
@@ -291,7 +295,7 @@ class VideoWriter:
         self.fps = fps
         self.upscale = upscale
         self.frames_written = 0
-        self._pending: queue.Queue = queue.Queue(maxsize=32)
+        self._pending: queue.Queue | None = None   # made at the first frame, sized by PENDING_BYTES
         self._worker: threading.Thread | None = None
         self._failure: BaseException | None = None
         self._folder = _is_folder_output(self.path)
@@ -318,6 +322,7 @@ class VideoWriter:
         if self._encoder is None:
             self._encoder = self._start(frame.shape[1] * self.upscale, frame.shape[0] * self.upscale)
             self._shape = frame.shape
+            self._pending = queue.Queue(maxsize=min(max(PENDING_BYTES // frame.nbytes, 32), 1024))
             self._worker = threading.Thread(target=self._encode_pending, name="dreamvid-encoder", daemon=True)
             self._worker.start()
         elif frame.shape != self._shape:

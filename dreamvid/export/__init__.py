@@ -70,11 +70,9 @@ def export(run_dir: str | Path, onnx: str | Path | None = None, html: str | Path
 
 def build(dreamer) -> tuple[dict[str, bytes], dict[str, Any]]:
     """A loaded run's graphs (file name -> ONNX bytes), checked against torch, and its manifest."""
-    import onnxruntime
     import torch
-    from .. import __version__
-    from ..graphs import (MAX_ABS_DIFF, StepCheck, export_decoder, export_step, step_inputs, step_names,
-                          verify_decoder, verify_step)
+    from ..graphs import (MAX_ABS_DIFF, StepCheck, export_decoder, export_step, step_inputs, verify_decoder,
+                          verify_step)
     rnn, vae, config = dreamer.rnn, dreamer.vae, dreamer.config
     seeds = [dreamer.session(seed=index) for index in range(SEEDS)]
     start = seeds[0]
@@ -89,8 +87,17 @@ def build(dreamer) -> tuple[dict[str, bytes], dict[str, Any]]:
         raise DreamvidError(f"the ONNX graphs differ from torch: {step_check.max_abs_diff:.2g} (step), "
                             f"{decoder_diff:.2g} (decoder), {step_check.cells_drawn_differently:.2%} of map cells "
                             f"drawn differently", "dream with torch instead, or report the preset")
+    return graphs, _manifest(dreamer, seeds, example, step_check, decoder_diff)
+
+
+def _manifest(dreamer, seeds: list, example: tuple, step_check, decoder_diff: float) -> dict[str, Any]:
+    """What a caller needs to dream with the graphs, and how closely they matched torch."""
+    import onnxruntime
+    from .. import __version__
+    from ..graphs import step_names
+    rnn, vae, config = dreamer.rnn, dreamer.vae, dreamer.config
     names, outputs = step_names(rnn)
-    manifest = {
+    return {
         "format": "dreamvid-onnx", "format_version": 1, "dreamvid": __version__,
         "exported": datetime.date.today().isoformat(),
         "run": {"name": Path(dreamer.run_dir).resolve().name, "preset": config.preset,
@@ -107,7 +114,6 @@ def build(dreamer) -> tuple[dict[str, bytes], dict[str, Any]]:
                      "step_cells_drawn_differently": step_check.cells_drawn_differently,
                      "onnxruntime": onnxruntime.__version__},
     }
-    return graphs, manifest
 
 
 def _step_inputs(names: list[str], example, kinds: tuple[str, ...]) -> list[dict[str, Any]]:
