@@ -1,7 +1,7 @@
 """Ingest speed: decode + resample + resize a long 1080p H.264 video into the frame cache.
 
     python benchmarks/bench_ingest.py                     # 10 minutes of 1080p30, made once in /tmp
-    python benchmarks/bench_ingest.py --minutes 1
+    python benchmarks/bench_ingest.py --minutes 60 --sizes 64 256    # an hour, to the 64 and the 256 px cache
 
 The video is generated with PyAV (moving gradients and shapes, libx264) and kept for later runs.
 Peak RSS is measured in a child process that does nothing but ingest.
@@ -45,33 +45,42 @@ def make_1080p(path: Path, seconds: float, fps: int = 30) -> Path:
     return path
 
 
-def ingest(path: str, out: str) -> None:
+def ingest(path: str, out: str, size: int) -> None:
     from dreamvid.cache import build_cache
-    build_cache([path], Path(out), size=64, fps=None, crop="center", progress=False)
-    print(f"peak_rss_mb {peak_rss_mb():.0f}")
+    cache = build_cache([path], Path(out), size=size, fps=None, crop="center", progress=False)
+    print(f"frames {len(cache)} cache_bytes {cache.frames.nbytes} peak_rss_mb {peak_rss_mb():.0f}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--minutes", type=float, default=10)
     parser.add_argument("--video", type=Path)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[64])
     args = parser.parse_args()
     video = args.video or make_1080p(Path(f"/tmp/dreamvid-bench-1080p-{args.minutes:g}min.mp4"), args.minutes * 60)
     duration = av.open(str(video)).duration / 1e6
+    print(f"machine: {machine()}")
+    for size in args.sizes:
+        ingest_once(video, duration, size)
+
+
+def ingest_once(video: Path, duration: float, size: int) -> None:
+    """Ingest in a child process that does nothing else, so that its peak RSS is the ingest's own."""
     import tempfile
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory(dir="/tmp") as tmp:
         started = time.perf_counter()
-        child = subprocess.run([sys.executable, __file__, "--child", str(video), tmp], capture_output=True,
+        child = subprocess.run([sys.executable, __file__, "--child", str(video), tmp, str(size)], capture_output=True,
                                text=True, check=True)
         seconds = time.perf_counter() - started
-    rss = child.stdout.split("peak_rss_mb")[-1].strip()
-    print(f"machine: {machine()}")
-    print(f"ingest {video.name} ({duration / 60:.1f} min of 1080p H.264) to 64 px: {seconds:.1f} s, "
-          f"{duration / seconds:.1f}x real time, {duration * 30 / seconds:.0f} frames/s, peak RSS {rss} MB")
+    facts = dict(zip(*[iter(child.stdout.split())] * 2))
+    print(f"ingest {video.name} ({duration / 60:.1f} min of 1080p H.264) to {size} px: {seconds:.1f} s, "
+          f"{duration / seconds:.1f}x real time, {int(facts['frames']) / seconds:.0f} frames/s, "
+          f"peak RSS {facts['peak_rss_mb']} MB, cache {int(facts['cache_bytes']) / 2 ** 30:.2f} GiB "
+          f"({facts['frames']} frames)")
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 4 and sys.argv[1] == "--child":
-        ingest(sys.argv[2], sys.argv[3])
+    if len(sys.argv) == 5 and sys.argv[1] == "--child":
+        ingest(sys.argv[2], sys.argv[3], int(sys.argv[4]))
     else:
         main()
