@@ -8,11 +8,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from .config import CROPS, PRESET_NAMES
+from .config import BACKENDS, CROPS, PRESET_NAMES
 from .errors import DreamvidError, Interrupted
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
-BACKENDS = ("torch", "onnx")
 REPROJECT_HELP = ("pass each dreamed latent through the VAE (decode, encode) before it is fed back: steadier "
                   "live-action dreams, stiller game ones; slower")
 

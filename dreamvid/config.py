@@ -19,6 +19,7 @@ from .errors import DreamvidError, UsageError
 CONFIG_FORMAT = 1
 SUPPORTED_SIZES = (32, 64, 128, 256)
 CROPS = ("center", "full")                   # square centre crop, or the whole frame letterboxed
+BACKENDS = ("torch", "onnx")   # what dreams: torch, or ONNX Runtime through the run's traced graphs
 RNN_CELLS = ("lstm", "lnlstm")
 DEFAULT_MINUTES = 10.0                       # the budget without --minutes or epochs: worth watching on a laptop
 MOST_CODES = 4096                            # spatial: combinations of FSQ levels a cell may have (the dream

@@ -12,7 +12,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from .config import RunConfig
+from .config import BACKENDS, RunConfig
 from .device import autocast, fast_bf16, place, resolve_device
 from .errors import DreamvidError, UsageError
 from .graphs import OnnxDreaming, require_onnx
@@ -20,7 +20,6 @@ from .models import DreamModel, VAE, build_rnn, build_vae, encode_frames, tensor
 from .rundir import RunDir
 
 DECODE_BATCH = 64
-BACKENDS = ("torch", "onnx")
 
 
 def load(run_dir: str | Path, device: str = "auto", backend: str = "torch") -> "Dreamer":

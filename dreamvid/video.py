@@ -32,7 +32,7 @@ MAX_PIXELS = 8192 * 8192            # a frame larger than this is refused after 
 MAX_FRAMES = 1_000_000              # frames read from one file at most, whatever it declares (9 hours at 30 fps)
 # Frames waiting for the encoder thread, at most this many bytes (and 32-1024 frames): a whole batch of dreamed
 # frames fits, so the dream model steps on while the encoder works (docs/benchmarks.md: a queue of 32 frames,
-# half a batch, stalled it: the demo run's dream to mp4 283 -> 304-322 frames/s with ONNX Runtime).
+# half a batch, stalled it: the demo run's dream to mp4 283 -> 309-323 frames/s with ONNX Runtime).
 PENDING_BYTES = 16 << 20
 MAX_GAP_S = 60.0                    # a jump between two frames' times longer than this is a damaged timestamp
 
