@@ -59,6 +59,10 @@ def _add_train(verbs: argparse._SubParsersAction) -> None:
     train.add_argument("--batch-size", type=int)
     train.add_argument("--device", default="auto", choices=DEVICES)
     train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--nproc", type=_positive_int, default=1, metavar="N",
+                       help="data-parallel processes on this machine (one per GPU, or CPU processes)")
+    train.add_argument("--port", type=int, metavar="PORT",
+                       help="local port the --nproc processes meet on (default: a free one)")
     train.add_argument("--resume", action="store_true", help="continue an interrupted run")
     train.add_argument("--force", action="store_true", help="start RUN_DIR over if it holds a run")
     train.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -148,11 +152,13 @@ def _add_doctor(verbs: argparse._SubParsersAction) -> None:
 
 def _train(args: argparse.Namespace) -> None:
     from .training import train
+    from .training.parallel import World
     run = train(args.sources, args.out, preset=args.preset, size=args.size, fps=args.fps, crop=args.crop,
                 minutes=args.minutes, vae_epochs=args.vae_epochs, rnn_epochs=args.rnn_epochs,
                 batch_size=args.batch_size, device=args.device, seed=args.seed, resume=args.resume,
-                force=args.force, progress=not args.quiet)
-    print(f"trained {run.directory}  (dream with: dreamvid dream {run.directory} --seconds 60)")
+                force=args.force, progress=not args.quiet, nproc=args.nproc, port=args.port)
+    if World.from_env().main:
+        print(f"trained {run.directory}  (dream with: dreamvid dream {run.directory} --seconds 60)")
 
 
 def _dream(args: argparse.Namespace) -> None:
@@ -213,12 +219,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         VERBS[args.verb](args)
     except Interrupted as exc:
-        print(f"\ndreamvid: {exc}", file=sys.stderr)
+        if not exc.quiet:
+            print(f"\ndreamvid: {exc}", file=sys.stderr)
         return exc.exit_code
     except DreamvidError as exc:
         if args.debug:
             raise
-        print(f"dreamvid: error: {exc}", file=sys.stderr)
+        if not exc.quiet:
+            print(f"dreamvid: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         if args.debug:

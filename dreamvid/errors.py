@@ -14,6 +14,7 @@ class DreamvidError(Exception):
     """A failure with a message that names the problem and, where there is one, the fix."""
 
     exit_code = 1
+    quiet = False   # told by another process: a data-parallel job's errors are printed by process 0 alone
 
     def __init__(self, problem: str, fix: str | None = None):
         self.problem = problem

@@ -9,7 +9,8 @@
                                digest of every checkpoint file), <model>_optimizer.safetensors, rnn_best.safetensors
       .<file>.previous         each checkpoint file's version before its last write (a hard link): what
                                --resume puts back when training was killed before the state committed
-      log.jsonl                one JSON object per epoch: stage, epoch, train_loss, val_loss, elapsed_s
+      log.jsonl                one JSON object per epoch: stage, epoch, train_loss (its last step's), val_loss,
+                               step_losses, elapsed_s
       progress.json            live status for the studio: stage, epoch, step, fraction, eta_s, finished, ...
       previews/                reconstruction.png, dream.png, losses.png, written while training
       cache/<key>/             the frame cache (see cache.py)

@@ -10,7 +10,7 @@ import torch
 
 from conftest import vector_default
 from dreamvid.config import PRESETS, RNNConfig, VAEConfig
-from dreamvid.models import build_rnn, build_vae, gaussian_kl
+from dreamvid.models import StepBatch, build_rnn, build_vae, gaussian_kl
 
 # sha256 of the sorted (weight name, shape) pairs of each preset's models in dreamvid 0.1.0 (commit
 # 7160bca): a run trained there loads here only if these stay the same. `default` was the vector recipe then.
@@ -60,13 +60,13 @@ def test_dense_vae_and_both_rnns_shapes():
 def test_vae_loss_is_the_reconstruction_plus_the_kl_above_free_bits(reconstruction):
     vae = build_vae(VAEConfig(size=32, z_dim=4, channels=(8, 8, 8), free_bits=0.5, reconstruction=reconstruction))
     images = torch.rand(2, 3, 32, 32)
-    total, parts = vae.loss(images, torch.Generator().manual_seed(0))
-    logits, mu, logvar = vae(images, torch.Generator().manual_seed(0))
+    total, parts = vae.loss(images, StepBatch(torch.Generator().manual_seed(0)))
+    logits, mu, logvar = vae(images, StepBatch(torch.Generator().manual_seed(0)))
     kl = gaussian_kl(mu, logvar).sum(1).mean()
     torch.testing.assert_close(parts["kl"], kl)
-    torch.testing.assert_close(total, vae.reconstruction_loss(images, logits) + torch.clamp(kl, min=0.5 * 4))
-    assert vae.reconstruction_loss(images, torch.logit(images.clamp(1e-4, 1 - 1e-4))) < \
-        vae.reconstruction_loss(images, torch.zeros_like(images))
+    torch.testing.assert_close(total, vae.reconstruction_loss(images, logits).mean() + torch.clamp(kl, min=0.5 * 4))
+    assert (vae.reconstruction_loss(images, torch.logit(images.clamp(1e-4, 1 - 1e-4))) <
+            vae.reconstruction_loss(images, torch.zeros_like(images))).all()
 
 
 def test_rnn_loss_and_held_out_nll_score_each_next_latent():
@@ -98,11 +98,11 @@ def test_rnn_dropout_masks_only_while_training_and_repeats_for_a_generator():
     rnn = build_rnn(RNNConfig(kind="mdn", hidden=32, gaussians=3, dropout=0.5), 4)
     z = torch.randn(3, 6, 4)
     rnn.train()
-    first, again = (rnn(z, generator=torch.Generator().manual_seed(7))[0][1] for _ in range(2))
-    other = rnn(z, generator=torch.Generator().manual_seed(8))[0][1]
+    first, again = (rnn(z, batch=StepBatch(torch.Generator().manual_seed(7)))[0][1] for _ in range(2))
+    other = rnn(z, batch=StepBatch(torch.Generator().manual_seed(8)))[0][1]
     assert torch.equal(first, again) and not torch.equal(first, other)
     rnn.eval()
-    assert torch.equal(rnn(z)[0][1], rnn(z, generator=torch.Generator().manual_seed(8))[0][1])
+    assert torch.equal(rnn(z)[0][1], rnn(z, batch=StepBatch(torch.Generator().manual_seed(8)))[0][1])
     assert not torch.equal(rnn(z)[0][1], first)
 
 
@@ -216,7 +216,7 @@ def _map_dreamer():
 def test_map_dreamer_trains_its_summary_motion_and_renderer_at_once():
     rnn, vae = _map_dreamer()
     maps = vae.encode(torch.rand(6, 3, 32, 32))[0].detach().view(2, 3, *vae.latent_shape)
-    loss = rnn.loss(maps[:, :-1], maps[:, 1:], torch.Generator().manual_seed(0))
+    loss = rnn.loss(maps[:, :-1], maps[:, 1:], StepBatch(torch.Generator().manual_seed(0)))
     loss.backward()
     assert torch.isfinite(loss) and all(p.grad is not None for p in rnn.parameters())
 

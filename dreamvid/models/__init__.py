@@ -6,6 +6,8 @@
     spatial.py    the spatial family's auto-encoder: a map of FSQ-quantised cells, one per 4x4 pixels
     map_dream.py  the spatial family's dream model: an MDN-LSTM moves each map's global latent, and a renderer
                   draws the next map given it, cell by cell in MaskGIT rounds -- the `default` preset
+    batch.py      StepBatch: a training step's batch as one process holds it: its rows' random numbers and the
+                  whole batch's sums, however many processes share it
 
 A config names its kinds (`vae.kind`, `rnn.kind`); `build_vae` and `build_rnn` build what it describes.
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 from ..config import RNNConfig, VAEConfig
 from .base import DreamModel, VAE, encode_frames, frames_to_tensor, tensor_to_frames
+from .batch import StepBatch
 from .map_dream import MapDreamer
 from .spatial import SpatialVAE
 from .vector import ConvVAE, DenseVAE, GaussianVAE, LatentRNN, MDNRNN, RegressionRNN, gaussian_kl, reparameterise
@@ -21,8 +24,8 @@ VAE_KINDS = {"conv": ConvVAE, "dense": DenseVAE, "spatial": SpatialVAE}
 RNN_KINDS = {"mdn": MDNRNN, "regression": RegressionRNN}
 
 __all__ = ["ConvVAE", "DenseVAE", "DreamModel", "GaussianVAE", "LatentRNN", "MDNRNN", "MapDreamer", "RegressionRNN",
-           "SpatialVAE", "VAE", "build_rnn", "build_vae", "encode_frames", "frames_to_tensor", "gaussian_kl",
-           "reparameterise", "tensor_to_frames"]
+           "SpatialVAE", "StepBatch", "VAE", "build_rnn", "build_vae", "encode_frames", "frames_to_tensor",
+           "gaussian_kl", "reparameterise", "tensor_to_frames"]
 
 
 def build_vae(config: VAEConfig) -> VAE:

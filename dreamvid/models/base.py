@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from ..config import RNNConfig, VAEConfig
+from .batch import StepBatch
 
 Params = Any   # whatever a dream model's `step` returns and its `nll`, `mean` and sampling understand
 State = Any    # a dream model's recurrent state; None before the first step
@@ -47,7 +48,7 @@ class VAE(nn.Module):
         """Latents (B, *latent_shape) -> float frames (B, 3, S, S) in [0, 1]."""
         raise NotImplementedError
 
-    def loss(self, images: torch.Tensor, generator: torch.Generator | None = None
+    def loss(self, images: torch.Tensor, batch: StepBatch | None = None
              ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The training loss of a batch, and the parts worth reporting (e.g. {"kl": ...})."""
         raise NotImplementedError
@@ -75,7 +76,7 @@ class DreamModel(nn.Module):
     config: RNNConfig
 
     def forward(self, z: torch.Tensor, state: State = None,
-                generator: torch.Generator | None = None) -> tuple[Params, State]:
+                batch: StepBatch | None = None) -> tuple[Params, State]:
         """Teacher-forced over a sequence: what predicts each next latent, and the final state."""
         raise NotImplementedError
 
@@ -92,7 +93,7 @@ class DreamModel(nn.Module):
         raise NotImplementedError
 
     def loss(self, inputs: torch.Tensor, targets: torch.Tensor,
-             generator: torch.Generator | None = None) -> torch.Tensor:
+             batch: StepBatch | None = None) -> torch.Tensor:
         """The training loss of windows: `targets` (B, T, ...) each predicted from `inputs` up to it."""
         raise NotImplementedError
 

@@ -29,6 +29,7 @@ from torch import nn
 
 from ..config import RNNConfig
 from .base import DreamModel
+from .batch import StepBatch
 from .spatial import FSQ, ResBlock
 from .vector import MDNRNN
 
@@ -64,14 +65,14 @@ class MapSummary(nn.Module):
         hidden = self.encoder(maps)
         return self.to_mu(hidden).float(), self.to_logvar(hidden).float().clamp(-10, 5)
 
-    def loss(self, maps: torch.Tensor, generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+    def loss(self, maps: torch.Tensor, batch: StepBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """Cross-entropy of every cell's code given a sample of g (summed over cells), plus the KL above free
         bits, per map; and that sample, detached: what the motion model and the renderer learn from."""
         mu, logvar = self.encode(maps)
-        g = mu + (0.5 * logvar).exp() * torch.randn(mu.shape, generator=generator, device=mu.device)
+        g = mu + (0.5 * logvar).exp() * batch.randn(mu.shape, mu.device)
         logits = self.decoder(self.from_g(g).view(-1, *self.bottom)).float()
-        cross_entropy = F.cross_entropy(logits, self.fsq.code(maps), reduction="none").flatten(1).sum(1).mean()
-        kl = (0.5 * (mu ** 2 + logvar.exp() - 1 - logvar)).sum(1).mean()
+        cross_entropy = batch.mean(F.cross_entropy(logits, self.fsq.code(maps), reduction="none").flatten(1).sum(1))
+        kl = batch.mean((0.5 * (mu ** 2 + logvar.exp() - 1 - logvar)).sum(1))
         return cross_entropy + kl.clamp_min(self.free_bits * mu.shape[1]), g.detach()
 
 
@@ -132,15 +133,16 @@ class MapRenderer(nn.Module):
         log_p = self.log_probs(self.head_start(features), torch.zeros_like(target), hidden)
         return -log_p.gather(1, self.fsq.code(target).unsqueeze(1)).flatten(1).sum(1)
 
-    def loss(self, features: torch.Tensor, target: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    def loss(self, features: torch.Tensor, target: torch.Tensor, batch: StepBatch) -> torch.Tensor:
         """MaskGIT's objective: hide a random share of cells (cosine schedule), predict them from the rest; the
         mean NLL per hidden cell."""
-        batch, _, height, width = target.shape
-        share = torch.cos(math.pi / 2 * torch.rand(batch, 1, 1, 1, generator=generator, device=target.device))
-        hidden = (torch.rand(batch, 1, height, width, generator=generator, device=target.device) < share).float()
+        maps, _, height, width = target.shape
+        share = torch.cos(math.pi / 2 * batch.rand((maps, 1, 1, 1), target.device))
+        hidden = (batch.rand((maps, 1, height, width), target.device) < share).float()
         log_p = self.log_probs(self.head_start(features), target, hidden)
         nll = -log_p.gather(1, self.fsq.code(target).unsqueeze(1))
-        return (nll * hidden).sum() / hidden.sum().clamp_min(1)
+        hidden_cells = batch.sum(hidden.flatten(1).sum(1)).detach().clamp_min(1)
+        return batch.sum((nll * hidden).flatten(1).sum(1)) / hidden_cells
 
     @torch.no_grad()
     def fill(self, features: torch.Tensor, rounds: int, temperature: float | torch.Tensor,
@@ -192,9 +194,9 @@ class MapDreamer(DreamModel):
         return self.summary.encode(maps.reshape(-1, *maps.shape[-3:]))[0].view(*lead, -1)
 
     def forward(self, z: torch.Tensor, state: State = None,
-                generator: torch.Generator | None = None) -> tuple[Params, State]:
+                batch: StepBatch | None = None) -> tuple[Params, State]:
         """Maps (B, T, C, H, W) -> what predicts each next map, and the motion model's final state."""
-        params, state = self.motion(self.layout(z), state, generator)
+        params, state = self.motion(self.layout(z), state, batch)
         return (params, z), state
 
     def step(self, z: torch.Tensor, state: State = None) -> tuple[Params, State]:
@@ -245,18 +247,19 @@ class MapDreamer(DreamModel):
         return z, z, state
 
     def loss(self, inputs: torch.Tensor, targets: torch.Tensor,
-             generator: torch.Generator | None = None) -> torch.Tensor:
+             batch: StepBatch | None = None) -> torch.Tensor:
         """Windows (B, T, C, H, W), `targets` one step on: the summary VAE on every map, the motion model on the
         window's g, the renderer on a few random pairs of consecutive maps given the next one's g. Each term per
         unit (cell, latent number, hidden cell), so none drowns the others."""
         window = torch.cat([inputs[:, :1], targets], 1)
-        batch, steps = window.shape[:2]
-        summary_loss, g = self.summary.loss(window.flatten(0, 1), generator)
-        g = g.view(batch, steps, -1)
-        motion_loss = self.motion.loss(g[:, :-1], g[:, 1:], generator)
-        t = torch.randint(steps - 1, (batch, PAIRS_PER_WINDOW), generator=generator, device=window.device)
-        rows = torch.arange(batch, device=window.device)[:, None]
+        windows, steps = window.shape[:2]
+        batch = batch or StepBatch()
+        summary_loss, g = self.summary.loss(window.flatten(0, 1), batch)
+        g = g.view(windows, steps, -1)
+        motion_loss = self.motion.loss(g[:, :-1], g[:, 1:], batch)
+        t = batch.randint(steps - 1, (windows, PAIRS_PER_WINDOW), window.device)
+        rows = torch.arange(windows, device=window.device)[:, None]
         features = self.renderer.features(window[rows, t].flatten(0, 1), g[rows, t + 1].flatten(0, 1))
-        render_loss = self.renderer.loss(features, window[rows, t + 1].flatten(0, 1), generator)
+        render_loss = self.renderer.loss(features, window[rows, t + 1].flatten(0, 1), batch)
         cells = math.prod(window.shape[-2:])
         return summary_loss / cells + motion_loss / g.shape[-1] + render_loss

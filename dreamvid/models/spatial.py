@@ -21,6 +21,7 @@ from torch import nn
 
 from ..config import VAEConfig
 from .base import VAE
+from .batch import StepBatch
 
 CELL = 4                      # pixels per cell side: 64 px frames become 16x16 maps, 256 px ones 64x64
 # Reconstruction loss weights (Delta-IRIS's tokenizer: no perceptual net, no GAN): mean L2, a little mean L1, and
@@ -111,19 +112,22 @@ class SpatialVAE(VAE):
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         return self.decoder(z).float().clamp(0, 1)
 
-    def loss(self, images: torch.Tensor, generator: torch.Generator | None = None
+    def loss(self, images: torch.Tensor, batch: StepBatch | None = None
              ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Contrast-weighted squared error plus a little L1 and the worst pixel; {"psnr": of the batch, in dB}."""
+        batch = batch or StepBatch()
         z, _ = self.encode(images)
         delta = self.decoder(z).float() - images
-        squared, weight = delta.pow(2), contrast_weight(images)
-        loss = ((weight * squared).mean() + L1_WEIGHT * (weight * delta.abs()).mean()
-                + WORST_PIXEL_WEIGHT * squared.flatten(1).amax(1).mean())
-        return loss * images[0].numel(), {"psnr": -10 * torch.log10(squared.mean().detach().clamp_min(1e-10))}
+        squared, weight = delta.pow(2), contrast_weight(images, batch)
+        per_image = lambda x: x.flatten(1).mean(1)   # noqa: E731
+        loss = batch.mean(per_image(weight * squared) + L1_WEIGHT * per_image(weight * delta.abs())
+                          + WORST_PIXEL_WEIGHT * squared.flatten(1).amax(1))
+        psnr = -10 * torch.log10(batch.mean(per_image(squared)).detach().clamp_min(1e-10))
+        return loss * images[0].numel(), {"psnr": psnr}
 
 
-def contrast_weight(images: torch.Tensor) -> torch.Tensor:
+def contrast_weight(images: torch.Tensor, batch: StepBatch) -> torch.Tensor:
     """(B, 1, H, W): 1 + EDGE_WEIGHT x each pixel's distance from its 3x3 neighbourhood's mean, over the batch's
     mean distance."""
     contrast = (images - F.avg_pool2d(images, 3, 1, 1, count_include_pad=False)).abs().sum(1, keepdim=True)
-    return 1 + EDGE_WEIGHT * contrast / contrast.mean().clamp_min(1e-3)
+    return 1 + EDGE_WEIGHT * contrast / batch.mean(contrast.flatten(1).mean(1)).clamp_min(1e-3)

@@ -12,6 +12,7 @@ from torch import nn
 
 from ..config import RNNConfig, VAEConfig
 from .base import VAE, DreamModel
+from .batch import StepBatch
 
 Params = tuple[torch.Tensor, ...]
 State = tuple[torch.Tensor, torch.Tensor] | None  # the LSTM's (h, c)
@@ -23,9 +24,9 @@ def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     return -0.5 * (1 + logvar - mu ** 2 - logvar.exp())
 
 
-def reparameterise(mu: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """A sample of N(mu, exp(logvar)), its noise drawn from `generator`."""
-    eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+def reparameterise(mu: torch.Tensor, logvar: torch.Tensor, batch: StepBatch | None = None) -> torch.Tensor:
+    """A sample of N(mu, exp(logvar)), its randomness drawn from `batch`."""
+    eps = (batch or StepBatch()).randn(mu.shape, mu.device, mu.dtype)
     return mu + torch.exp(0.5 * logvar) * eps
 
 
@@ -39,28 +40,29 @@ class GaussianVAE(VAE):
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.decode_logits(z).float())
 
-    def forward(self, images: torch.Tensor, generator: torch.Generator | None = None):
+    def forward(self, images: torch.Tensor, batch: StepBatch | None = None):
         mu, logvar = self.encode(images)
-        return self.decode_logits(reparameterise(mu, logvar, generator)), mu, logvar
+        return self.decode_logits(reparameterise(mu, logvar, batch)), mu, logvar
 
-    def loss(self, images: torch.Tensor, generator: torch.Generator | None = None
+    def loss(self, images: torch.Tensor, batch: StepBatch | None = None
              ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The training loss of a batch (summed over pixels and latents, averaged over the batch) and the parts
         worth reporting: {"kl": the KL divergence, before free bits}."""
-        logits, mu, logvar = self(images, generator)
-        kl = gaussian_kl(mu.float(), logvar.float()).flatten(1).sum(1).mean()
+        batch = batch or StepBatch()
+        logits, mu, logvar = self(images, batch)
+        kl = batch.mean(gaussian_kl(mu.float(), logvar.float()).flatten(1).sum(1))
         # World Models' free bits: KL below the tolerance is not penalised, so latents keep their information.
         kl_penalty = torch.clamp(kl, min=self.config.free_bits * math.prod(self.latent_shape))
-        return self.reconstruction_loss(images, logits) + kl_penalty, {"kl": kl}
+        return batch.mean(self.reconstruction_loss(images, logits)) + kl_penalty, {"kl": kl}
 
     def reconstruction_loss(self, images: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-        """The configured pixel loss, summed over pixels and averaged over the batch."""
+        """The configured pixel loss of each image, summed over its pixels."""
         logits = logits.float()
         if self.config.reconstruction == "bce":
             per_pixel = F.binary_cross_entropy_with_logits(logits, images, reduction="none")
         else:
             per_pixel = (torch.sigmoid(logits) - images) ** 2
-        return per_pixel.flatten(1).sum(1).mean()
+        return per_pixel.flatten(1).sum(1)
 
 
 class ConvVAE(GaussianVAE):
@@ -191,20 +193,21 @@ class LatentRNN(DreamModel):
         return getattr(self, self.config.cell)
 
     def forward(self, z: torch.Tensor, state: State = None,
-                generator: torch.Generator | None = None) -> tuple[Params, State]:
+                batch: StepBatch | None = None) -> tuple[Params, State]:
         """z (B, T, z) -> params for each next latent (leading dims B, T), final recurrent state. While
-        training with dropout, the mask is drawn from `generator`, so that a resumed run repeats it."""
+        training with dropout, the mask is drawn from `batch`, so that a resumed run repeats it."""
         hidden, state = self.recurrent(z, state)
         if self.training and self.config.dropout > 0:
-            keep = torch.rand(hidden.shape, generator=generator, device=hidden.device) >= self.config.dropout
+            keep = (batch or StepBatch()).rand(hidden.shape, hidden.device) >= self.config.dropout
             hidden = hidden * keep / (1 - self.config.dropout)
         return self.split_head(self.head(hidden).float()), state
 
     def loss(self, inputs: torch.Tensor, targets: torch.Tensor,
-             generator: torch.Generator | None = None) -> torch.Tensor:
+             batch: StepBatch | None = None) -> torch.Tensor:
         """The mean NLL per step of `targets` (B, T, z), each predicted from `inputs` up to it."""
-        params, _ = self(inputs, generator=generator)
-        return self.nll(params, targets).mean()
+        batch = batch or StepBatch()
+        params, _ = self(inputs, batch=batch)
+        return batch.mean(self.nll(params, targets).mean(1))
 
     def step(self, z: torch.Tensor, state: State = None) -> tuple[Params, State]:
         """One time step: z (B, z) -> params with leading dim B. An nn.LSTM is stepped through its cell functions:

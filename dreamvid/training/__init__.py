@@ -5,6 +5,8 @@
     rnn_stage.py  RNNStage: the dream model on windows of latents, its best held-out epoch kept
     loop.py       StageLoop: the epoch loop every stage shares, and why it stopped; TrainState
     control.py    Stop, Budget, StopRequest, Cadence, step_generator: what the loop consults between steps
+    parallel.py   World: the processes of a data-parallel job (one by default) and what they agree on
+    launch.py     `train --nproc N`: N processes on this machine through torchrun's elastic agent
     reporting.py  Reporter, Meter: log.jsonl, progress.json, progress bars, on_event
     previews.py   Previews: the pictures in previews/
 

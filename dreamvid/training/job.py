@@ -18,6 +18,7 @@ from ..rundir import RunDir
 from ..video import probe
 from .control import Budget, Cadence, Stop, StopRequest
 from .loop import STAGES, Stage, StageLoop, TrainState
+from .parallel import World, peers_watched
 from .previews import Previews
 from .reporting import Reporter, warn
 from .rnn_stage import LatentWindows, RNNStage
@@ -40,22 +41,47 @@ def train(sources: str | Path | Sequence[str | Path] = (), out: str | Path = "ru
           minutes: float | None = None, vae_epochs: int | None = None, rnn_epochs: int | None = None,
           batch_size: int | None = None, device: str = "auto", seed: int = 0, resume: bool = False,
           force: bool = False, progress: bool = True, on_event: Callable[[dict], None] | None = None,
-          stop: threading.Event | None = None) -> Run:
-    """Train a VAE and an RNN on `sources` into the run folder `out`; see `dreamvid train --help`."""
+          stop: threading.Event | None = None, nproc: int = 1, port: int | None = None) -> Run:
+    """Train a VAE and an RNN on `sources` into the run folder `out`; see `dreamvid train --help`. With `nproc`
+    above 1, that many data-parallel processes on this machine (launch.py); under torchrun, this process's part
+    of the job."""
+    settings = dict(sources=sources, out=out, preset=preset, size=size, fps=fps, crop=crop, minutes=minutes,
+                    vae_epochs=vae_epochs, rnn_epochs=rnn_epochs, batch_size=batch_size, device=device, seed=seed,
+                    resume=resume, force=force, progress=progress)
+    if nproc != 1 or port is not None:
+        from .launch import launch
+        if on_event is not None or stop is not None:
+            raise UsageError("on_event and stop watch one process", "train with nproc=1 to use them")
+        return launch(nproc, port, settings)
+    world = World.from_env()
+    torch_device = world.device(resolve_device(device))
     run = RunDir(out)
+    with world.joined(torch_device), peers_watched(world, run.path):
+        try:
+            config = world.from_main(lambda: _prepare_run(run, settings)) or run.read_config()
+            job = TrainingJob.prepare(run, config, torch_device, progress, on_event, stop, world)
+            return job.run_to_end()
+        except DreamvidError as error:
+            error.quiet = error.quiet or not world.main   # process 0 tells it
+            raise
+
+
+def _prepare_run(run: RunDir, settings: dict) -> RunConfig:
+    """The run folder made (or settled, to resume), its frame cache built and config.json written."""
+    sources = settings["sources"]
     sources = [sources] if isinstance(sources, (str, Path)) else list(sources)
-    torch_device = resolve_device(device)
-    if resume:
+    if settings["resume"]:
         config = _config_to_resume(run, sources)
         run.settle_checkpoint()
     else:
         _check_sources(sources)  # bad sources and settings fail before RUN_DIR is touched, even with --force
-        config = make_config(preset, size=size, fps=fps, crop=crop, minutes=minutes, vae_epochs=vae_epochs,
-                             rnn_epochs=rnn_epochs, batch_size=batch_size, seed=seed)
-        run.create(force)
+        config = make_config(settings["preset"], **{name: settings[name] for name in (
+            "size", "fps", "crop", "minutes", "vae_epochs", "rnn_epochs", "batch_size", "seed")})
+        run.create(settings["force"])
         config.data.sources = [str(Path(s).resolve()) for s in sources]
-    job = TrainingJob.prepare(run, config, torch_device, progress, on_event, stop)
-    return job.run_to_end()
+    open_frame_cache(run, config, settings["progress"])
+    run.write_config(config)
+    return config
 
 
 def _check_sources(sources: list) -> None:
@@ -101,29 +127,32 @@ class TrainingJob:
 
     def __init__(self, run: RunDir, config: RunConfig, cache: FrameCache, vae: VAE, rnn: DreamModel,
                  device: torch.device, show_progress: bool, on_event: Callable[[dict], None] | None,
-                 stop: threading.Event | None):
+                 stop: threading.Event | None, world: World = World()):
         self.run, self.config, self.cache, self.vae, self.rnn, self.device = run, config, cache, vae, rnn, device
-        self.show_progress = show_progress
+        self.world = world
+        self.show_progress = show_progress and world.main
         self.bf16 = config.train.bf16 and fast_bf16(device)
         self.state = TrainState.from_json(run.read_state())
         self.budget = Budget(config.train.budget_seconds(), config.train.vae_share, self.state.elapsed)
         self.stop = StopRequest(stop)
-        self.reporter = Reporter(run, self.state, self.budget, show_progress, on_event)
+        self.reporter = Reporter(run, self.state, self.budget, show_progress, on_event, writes=world.main)
         self.previews = Previews(run, config.train.seed, device)
-        self.loop = StageLoop(self.state, self.budget, self.stop, self.reporter, Cadence(), self.commit)
+        self.loop = StageLoop(self.state, self.budget, self.stop, self.reporter, Cadence(), self.commit, world)
 
     @classmethod
     def prepare(cls, run: RunDir, config: RunConfig, device: torch.device, show_progress: bool = True,
-                on_event: Callable[[dict], None] | None = None, stop: threading.Event | None = None
-                ) -> TrainingJob:
-        """The frame cache built, config.json written and both models built from the seed. The budget's clock
-        starts after decoding: a long source does not eat into training time."""
+                on_event: Callable[[dict], None] | None = None, stop: threading.Event | None = None,
+                world: World = World()) -> TrainingJob:
+        """The run's frame cache opened (_prepare_run built it) and both models built from the seed. The budget's
+        clock starts here: a long source does not eat into training time."""
+        cache = run.frame_cache(config.data.cache_key)
+        if cache is None:
+            raise DreamvidError(f"the frame cache in {run.cache_root} is missing on this machine",
+                                "every training process must see the run folder: put it on a shared file system")
         torch.manual_seed(config.train.seed)
-        cache = open_frame_cache(run, config, show_progress)
-        run.write_config(config)
         vae = place(build_vae(config.vae), device)
         rnn = build_rnn(config.rnn, vae).to(device)
-        return cls(run, config, cache, vae, rnn, device, show_progress, on_event, stop)
+        return cls(run, config, cache, vae, rnn, device, show_progress, on_event, stop, world)
 
     def run_to_end(self) -> Run:
         self.commit()  # from here on the folder is a resumable run, even before the first checkpoint
@@ -135,27 +164,32 @@ class TrainingJob:
                         stages[stage]()
                         self.state.advance(following)
                         self.commit()
+                        self.world.barrier()   # what process 0 saved is there for the next stage
         except Interrupted:
             self.reporter.progress(force=True, interrupted=True)
             raise
-        self.previews.losses()
+        if self.world.main:
+            self.previews.losses()
         self.reporter.progress(force=True)
         return Run(self.run.path, self.config)
 
     def commit(self) -> None:
         """Write the state: the marker that everything saved before it belongs to one consistent checkpoint."""
         self.state.elapsed = self.budget.elapsed()
-        self.run.write_state(self.state.to_json())
+        if self.world.main:
+            self.run.write_state(self.state.to_json())
 
     def _train_vae(self) -> None:
-        frames = FrameBatches(self.cache, self.device, uses_channels_last(self.vae, self.device))
+        frames = FrameBatches(self.cache, self.device, uses_channels_last(self.vae, self.device),
+                              self.world.local_size)
         train = self.config.train
         self._train(VAEStage(self.vae, frames, self.run, self.previews, lr=self.config.vae.lr,
-                             batch_size=train.batch_size, epochs=train.vae_epochs, seed=train.seed, bf16=self.bf16))
+                             batch_size=train.batch_size, epochs=train.vae_epochs, seed=train.seed, bf16=self.bf16,
+                             world=self.world))
 
     def _encode(self) -> None:
         self.run.load_weights("vae", self.vae)
-        encode_latents(self.vae, self.cache, self.run, self.device, self.bf16, self.show_progress)
+        encode_latents(self.vae, self.cache, self.run, self.device, self.bf16, self.show_progress, self.world)
 
     def _train_rnn(self) -> None:
         self.run.load_weights("vae", self.vae)  # for the dream previews
@@ -163,7 +197,7 @@ class TrainingJob:
         train = self.config.train
         self._train(RNNStage(self.rnn, self.vae, windows, self.run, self.previews, self.state,
                              batch_size=train.rnn_batch_size, epochs=train.rnn_epochs, seed=train.seed,
-                             bf16=self.bf16 and convolutional(self.rnn)))
+                             bf16=self.bf16 and convolutional(self.rnn), world=self.world))
 
     def _train(self, stage: Stage) -> None:
         stage.restore()
@@ -171,5 +205,6 @@ class TrainingJob:
             self.loop.save(stage)
             raise Interrupted(f"training interrupted during the {stage.name.upper()} stage; progress saved in "
                               f"{self.run.path}", f"resume with: dreamvid train -o {self.run.path} --resume")
-        stage.finish()
+        if self.world.main:
+            stage.finish()
         self.loop.checkpoint(stage)

@@ -9,6 +9,7 @@ from typing import Any, Callable, Iterator, Protocol
 import torch
 
 from .control import Budget, Cadence, Stop, StopRequest
+from .parallel import World
 from .reporting import Meter, Reporter
 
 STAGES = ("vae", "encode", "rnn", "done")
@@ -71,12 +72,13 @@ class Stage(Protocol):
 
 class StageLoop:
     """Runs stages with their collaborators: the state, the budget, stop requests, the reporter and the checkpoint
-    cadence. `commit` writes the state, after whatever a checkpoint saved."""
+    cadence. `commit` writes the state, after whatever a checkpoint saved. Of several processes, all train and
+    stop together; process 0 alone saves and previews."""
 
     def __init__(self, state: TrainState, budget: Budget, stop: StopRequest, reporter: Reporter, cadence: Cadence,
-                 commit: Callable[[], None]):
+                 commit: Callable[[], None], world: World = World()):
         self.state, self.budget, self.stop = state, budget, stop
-        self.reporter, self.cadence, self.commit = reporter, cadence, commit
+        self.reporter, self.cadence, self.commit, self.world = reporter, cadence, commit, world
 
     def run(self, stage: Stage) -> Stop:
         meter = self.reporter.meter(stage.name, stage.epochs, stage.steps_per_epoch)
@@ -86,22 +88,24 @@ class StageLoop:
             meter.close()
 
     def save(self, stage: Stage) -> None:
-        stage.save()
-        self.commit()
+        if self.world.main:
+            stage.save()
+            self.commit()
 
     def checkpoint(self, stage: Stage) -> None:
         self.save(stage)
-        stage.preview()
+        if self.world.main:
+            stage.preview()
 
     def _epochs(self, stage: Stage, meter: Meter) -> Stop:
         while stage.epochs is None or self.state.epoch < stage.epochs:
-            if self.budget.spent(stage.name):
+            if self.world.agree(self.budget.spent(stage.name))[0]:
                 return Stop.BUDGET
             why = self._epoch(stage, meter)
             if why is Stop.INTERRUPTED:
                 return why
             # An epoch the budget cut short is logged and scored too: it is the stage's last.
-            self.reporter.log_epoch(stage.name, self.state.epoch, meter.last.get("loss"), stage.end_epoch(),
+            self.reporter.log_epoch(stage.name, self.state.epoch, meter.take_losses(), stage.end_epoch(),
                                     partial=why is Stop.BUDGET)
             if why is Stop.BUDGET:
                 return why
@@ -113,9 +117,10 @@ class StageLoop:
     def _epoch(self, stage: Stage, meter: Meter) -> Stop:
         epoch = self.state.epoch
         for step in range(self.state.step, stage.begin_epoch(epoch)):
-            if self.stop:
+            stop, spent = self.world.agree(bool(self.stop), self.budget.spent(stage.name))
+            if stop:
                 return Stop.INTERRUPTED
-            if self.budget.spent(stage.name):
+            if spent:
                 return Stop.BUDGET
             values = stage.train_step(epoch, step)
             self.state.step = step + 1

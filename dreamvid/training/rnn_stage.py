@@ -2,15 +2,17 @@
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import numpy as np
 import torch
 
 from ..device import autocast
-from ..models import DreamModel, VAE, reparameterise
+from ..models import DreamModel, StepBatch, VAE, reparameterise
 from ..rundir import RunDir
 from .control import step_generator
 from .loop import TrainState, descend, evaluating
+from .parallel import World
 from .previews import Previews
 
 
@@ -37,7 +39,7 @@ class LatentWindows:
 
     def sample(self, generator: torch.Generator) -> torch.Tensor:
         """One draw of every frame's latent from its posterior (the latents themselves where they are codes)."""
-        return self.mu if self.logvar is None else reparameterise(self.mu, self.logvar, generator)
+        return self.mu if self.logvar is None else reparameterise(self.mu, self.logvar, StepBatch(generator))
 
     def cut(self, z: torch.Tensor, starts: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """(inputs, targets) of the windows at `starts`, each (B, seq_len, *latent_shape), targets one step on."""
@@ -66,12 +68,14 @@ def window_starts(ranges: list[tuple[int, int]], seq_len: int, offset: int) -> n
 
 
 def rnn_train_step(rnn: DreamModel, optimizer: torch.optim.Optimizer, inputs: torch.Tensor,
-                   targets: torch.Tensor, generator: torch.Generator | None = None, bf16: bool = False) -> float:
-    """One optimizer step on windows of latents; the model's loss (mean NLL per step). `generator` draws the
-    dropout mask, if any."""
+                   targets: torch.Tensor, batch: StepBatch | None = None, bf16: bool = False,
+                   loss_of: Callable | None = None, scale: float = 1.0) -> float:
+    """One optimizer step on windows of latents; the model's loss (mean NLL per step). `batch` draws the dropout
+    masks and whatever else the model draws; `loss_of` is the model's loss or its data-parallel wrapper, descended
+    times `scale` (World.gradient_scale)."""
     with autocast(inputs.device, bf16):
-        loss = rnn.loss(inputs, targets, generator)
-    descend(optimizer, loss, clip=rnn.config.grad_clip)
+        loss = (loss_of or rnn.loss)(inputs, targets, batch)
+    descend(optimizer, loss * scale, clip=rnn.config.grad_clip)
     return loss.item()
 
 
@@ -83,8 +87,10 @@ class RNNStage:
     name = "rnn"
 
     def __init__(self, rnn: DreamModel, vae: VAE, windows: LatentWindows, run: RunDir, previews: Previews,
-                 state: TrainState, *, batch_size: int, epochs: int | None, seed: int, bf16: bool):
+                 state: TrainState, *, batch_size: int, epochs: int | None, seed: int, bf16: bool,
+                 world: World = World()):
         self.rnn, self.vae, self.windows, self.run, self.previews, self.state = rnn, vae, windows, run, previews, state
+        self.world, self.loss = world, world.parallel(rnn)
         self.optimizer = torch.optim.Adam(rnn.parameters(), lr=rnn.config.lr)
         self.batch_size, self.epochs, self.seed, self.bf16 = batch_size, epochs, seed, bf16
         self.steps_per_epoch = max(1, math.ceil(windows.windows_per_epoch() / batch_size))
@@ -107,9 +113,12 @@ class RNNStage:
         return math.ceil(len(self.starts) / self.batch_size)
 
     def train_step(self, epoch: int, step: int) -> dict[str, float]:
-        inputs, targets = self.windows.cut(self.z, self.starts[step * self.batch_size:(step + 1) * self.batch_size])
-        generator = step_generator(self.seed, "rnn", epoch, step, device=self.windows.mu.device)
-        return {"loss": rnn_train_step(self.rnn, self.optimizer, inputs, targets, generator, self.bf16)}
+        starts = self.starts[step * self.batch_size:(step + 1) * self.batch_size]
+        batch = self.world.step_batch(step_generator(self.seed, "rnn", epoch, step, device=self.windows.mu.device),
+                                      len(starts))
+        inputs, targets = self.windows.cut(self.z, starts[batch.rows])
+        return {"loss": rnn_train_step(self.rnn, self.optimizer, inputs, targets, batch, self.bf16, self.loss,
+                                       self.world.gradient_scale)}
 
     def end_epoch(self) -> float:
         """The held-out NLL per step; the weights are kept if it is the best so far."""

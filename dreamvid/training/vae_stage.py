@@ -1,15 +1,18 @@
 """The VAE stage (frames -> a VAE that draws them) and the encode stage (every cached frame -> its latent)."""
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 import torch
 
 from ..cache import FrameCache
 from ..device import autocast
-from ..models import VAE, encode_frames, frames_to_tensor
+from ..models import VAE, StepBatch, encode_frames, frames_to_tensor
 from ..rundir import RunDir
 from .control import step_generator
 from .loop import descend, evaluating
+from .parallel import World
 from .previews import Previews
 
 IN_MEMORY_LIMIT = 2 << 30  # frame caches smaller than this are read into RAM once
@@ -18,18 +21,19 @@ PREVIEW_FRAMES = 8
 
 
 class FrameBatches:
-    """A frame cache's training and held-out frames as float batches on the device."""
+    """A frame cache's training and held-out frames as float batches on the device. `sharing` processes on this
+    machine each hold their own copy of a cache read into RAM, so a larger one stays memory-mapped."""
 
-    def __init__(self, cache: FrameCache, device: torch.device, channels_last: bool):
+    def __init__(self, cache: FrameCache, device: torch.device, channels_last: bool, sharing: int = 1):
         self.device, self.channels_last = device, channels_last
         self.frames = cache.frames
-        if cache.frames.nbytes < IN_MEMORY_LIMIT:
+        if cache.frames.nbytes * sharing < IN_MEMORY_LIMIT:
             self.frames = torch.from_numpy(np.array(cache.frames)).to(device)
         self.train_rows = _range_indices(cache.split_ranges("train"))
         self.held_out_rows = _range_indices(cache.split_ranges("val"))
 
     def batch(self, rows: np.ndarray) -> torch.Tensor:
-        rows = np.sort(rows)  # in order: a memmap reads forward
+        """The frames at `rows`, which are in order."""
         if torch.is_tensor(self.frames):
             picked = self.frames[torch.as_tensor(rows, device=self.frames.device)]
         else:
@@ -43,13 +47,14 @@ class FrameBatches:
         return self.batch(rows[np.linspace(0, len(rows) - 1, min(count, len(rows))).astype(int)])
 
 
-def vae_train_step(vae: VAE, optimizer: torch.optim.Optimizer, images: torch.Tensor,
-                   generator: torch.Generator | None, bf16: bool) -> dict[str, float]:
-    """One optimizer step on a batch of images; the loss per pixel and the VAE's reported parts (its KL)."""
+def vae_train_step(vae: VAE, optimizer: torch.optim.Optimizer, images: torch.Tensor, batch: StepBatch | None = None,
+                   bf16: bool = False, loss_of: Callable | None = None, scale: float = 1.0) -> dict[str, float]:
+    """One optimizer step on a batch of images; the loss per pixel and the VAE's reported parts (its KL).
+    `loss_of` is the VAE's loss or its data-parallel wrapper, descended times `scale` (World.gradient_scale)."""
     with autocast(images.device, bf16):
-        total, parts = vae.loss(images, generator)
+        total, parts = (loss_of or vae.loss)(images, batch)
     clip = vae.config.grad_clip
-    descend(optimizer, total, clip=None if clip is None else clip * images[0].numel())
+    descend(optimizer, total * scale, clip=None if clip is None else clip * images[0].numel())
     return {"loss": total.item() / images[0].numel(), **{name: value.item() for name, value in parts.items()}}
 
 
@@ -59,8 +64,9 @@ class VAEStage:
     name = "vae"
 
     def __init__(self, vae: VAE, frames: FrameBatches, run: RunDir, previews: Previews, *, lr: float,
-                 batch_size: int, epochs: int | None, seed: int, bf16: bool):
-        self.vae, self.frames, self.run, self.previews = vae, frames, run, previews
+                 batch_size: int, epochs: int | None, seed: int, bf16: bool, world: World = World()):
+        self.vae, self.frames, self.run, self.previews, self.world = vae, frames, run, previews, world
+        self.loss = world.parallel(vae)
         self.optimizer = torch.optim.Adam(vae.parameters(), lr=lr)
         self.batch_size = min(batch_size, len(frames.train_rows))
         self.steps_per_epoch = max(1, len(frames.train_rows) // self.batch_size)
@@ -77,16 +83,18 @@ class VAEStage:
         return self.steps_per_epoch
 
     def train_step(self, epoch: int, step: int) -> dict[str, float]:
-        picked = self.order[step * self.batch_size:(step + 1) * self.batch_size].numpy()
-        generator = step_generator(self.seed, "vae", epoch, step, device=self.frames.device)
-        return vae_train_step(self.vae, self.optimizer, self.frames.batch(self.frames.train_rows[picked]),
-                              generator, self.bf16)
+        # In order (a memmap reads forward), before it is split: a frame's random numbers follow its place.
+        picked = np.sort(self.order[step * self.batch_size:(step + 1) * self.batch_size].numpy())
+        batch = self.world.step_batch(step_generator(self.seed, "vae", epoch, step, device=self.frames.device),
+                                      len(picked))
+        images = self.frames.batch(self.frames.train_rows[picked[batch.rows]])
+        return vae_train_step(self.vae, self.optimizer, images, batch, self.bf16, self.loss, self.world.gradient_scale)
 
     def end_epoch(self) -> float:
         """The loss per pixel on held-out frames, with fixed noise so that epochs compare."""
         images = self.frames.held_out(VALIDATION_FRAMES)
         with evaluating(self.vae), autocast(self.frames.device, self.bf16):
-            total, _ = self.vae.loss(images, step_generator(self.seed, "vae-val", device=self.frames.device))
+            total, _ = self.vae.loss(images, StepBatch(step_generator(self.seed, "vae-val", device=self.frames.device)))
         return total.item() / images[0].numel()
 
     def save(self) -> None:
@@ -101,11 +109,16 @@ class VAEStage:
 
 
 def encode_latents(vae: VAE, cache: FrameCache, run: RunDir, device: torch.device, bf16: bool,
-                   show_progress: bool) -> None:
+                   show_progress: bool, world: World = World()) -> None:
     """Every cached frame's latent (mu, and logvar for a Gaussian VAE), each (N, *latent_shape), into
-    latents.safetensors."""
+    latents.safetensors; each process encodes its part of the frames, process 0 writes them all."""
+    mine = world.part(len(cache.frames))
     with evaluating(vae):
-        mu, logvar = encode_frames(vae, cache.frames, device, bf16, show_progress)
+        mu, logvar = encode_frames(vae, cache.frames[mine], device, bf16, show_progress)
+    mu = world.gather(mu, len(cache.frames))
+    logvar = None if logvar is None else world.gather(logvar, len(cache.frames))
+    if not world.main:
+        return
     # Sequence and held-out bounds travel with the latents, so dreaming never needs the frame cache.
     bounds = {"sequences": [(s.start, s.stop) for s in cache.sequences], "train": cache.split_ranges("train"),
               "val": cache.split_ranges("val")}
