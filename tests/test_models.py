@@ -77,6 +77,7 @@ def test_rnn_loss_and_held_out_nll_score_each_next_latent():
     per_step = rnn.nll(params, latents[None, 1:])[0]
     torch.testing.assert_close(rnn.loss(latents[None, :-1], latents[None, 1:]), per_step.mean())
     torch.testing.assert_close(rnn.sequence_nll(latents, 6), per_step[5:])  # latents 6-9, each from all before
+    torch.testing.assert_close(rnn.sequence_nll(latents, 6, chunk=3), per_step[5:])  # the state carried over
 
 
 @pytest.mark.parametrize("cell", ["lstm", "lnlstm"])

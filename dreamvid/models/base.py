@@ -15,6 +15,7 @@ from torch import nn
 from ..config import RNNConfig, VAEConfig
 from .batch import StepBatch
 
+SEQUENCE_CHUNK = 128   # steps of a held-out stretch scored at once: at 256 px, 900 maps at once took gigabytes
 Params = Any   # whatever a dream model's `step` returns and its `nll`, `mean` and sampling understand
 State = Any    # a dream model's recurrent state; None before the first step
 
@@ -98,10 +99,15 @@ class DreamModel(nn.Module):
         raise NotImplementedError
 
     @torch.no_grad()
-    def sequence_nll(self, latents: torch.Tensor, first_scored: int) -> torch.Tensor:
-        """Teacher-forced NLL of each of latents[first_scored:] (T, ...), predicted from every latent before it."""
-        params, _ = self(latents[:-1].unsqueeze(0))
-        return self.nll(params, latents[1:].unsqueeze(0))[0, first_scored - 1:]
+    def sequence_nll(self, latents: torch.Tensor, first_scored: int, chunk: int = SEQUENCE_CHUNK) -> torch.Tensor:
+        """Teacher-forced NLL of each of latents[first_scored:] (T, ...), predicted from every latent before it;
+        `chunk` steps at a time, the state carried, so an hour's held-out tail takes a chunk's memory."""
+        state, nlls = None, []
+        for start in range(0, len(latents) - 1, chunk):
+            stop = min(start + chunk, len(latents) - 1)
+            params, state = self(latents[start:stop].unsqueeze(0), state)
+            nlls.append(self.nll(params, latents[start + 1:stop + 1].unsqueeze(0))[0])
+        return torch.cat(nlls)[first_scored - 1:]
 
     def draw_noise(self, steps: int, batch: int, generator: torch.Generator | None = None,
                    device: torch.device | str = "cpu") -> tuple[torch.Tensor, ...]:
