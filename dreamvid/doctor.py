@@ -24,6 +24,7 @@ def report() -> dict[str, str]:
              "torch": f"{torch.__version__} (CPU capability {torch.backends.cpu.get_cpu_capability()})",
              "device": _device_line(device, torch),
              "bf16 autocast": "yes" if fast_bf16(device) else "no (fp32)",
+             "data-parallel": _parallel_line(),
              "ffmpeg": ", ".join(f"{name} {'.'.join(map(str, version))}"
                                  for name, version in sorted(av.library_versions.items()))}
     facts.update({name: _version(name) for name in PACKAGES})
@@ -34,6 +35,15 @@ def _device_line(device, torch) -> str:
     if device.type == "cuda":
         return f"cuda: {torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda})"
     return device.type
+
+
+def _parallel_line() -> str:
+    """What `train --nproc` can use: torch.distributed's backends here."""
+    import torch.distributed as dist
+    if not dist.is_available():
+        return "no (torch built without torch.distributed)"
+    backends = [name for name, ok in (("gloo", dist.is_gloo_available()), ("nccl", dist.is_nccl_available())) if ok]
+    return ", ".join(backends) or "no backend"
 
 
 def _version(package: str) -> str:

@@ -87,9 +87,10 @@ def test_process_argparse_error_is_one_line():
 def test_doctor_names_what_a_bug_report_needs(capsys):
     import dreamvid
     assert main(["doctor"]) == 0
-    facts = dict(line.split(None, 1) for line in capsys.readouterr().out.splitlines()
-                 if not line.startswith(("python", "cpu", "bf16")))
+    lines = capsys.readouterr().out.splitlines()
+    facts = dict(line.split(None, 1) for line in lines if not line.startswith(("python", "cpu", "bf16", "data")))
     assert facts["dreamvid"] == dreamvid.__version__
+    assert [line.split(None, 1)[1] for line in lines if line.startswith("data-parallel")] == ["gloo"]   # a CPU build
     assert facts["av"] == av.__version__ and "libavcodec" in facts["ffmpeg"]
     assert facts["device"] == "cpu" and facts["websockets"] != "not installed"
 

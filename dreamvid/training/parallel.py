@@ -38,6 +38,8 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class World:
+    """This process's place in the job: its rank of `size`, and of `local_size` on this machine."""
+
     rank: int = 0
     size: int = 1
     local_rank: int = 0
@@ -58,7 +60,8 @@ class World:
         return self.rank == 0
 
     def device(self, device: torch.device) -> torch.device:
-        """This process's device: on CUDA, its own GPU on this machine."""
+        """This process's device: on CUDA, its own GPU on this machine; on CPUs, its share of the cores (the
+        threads torch uses)."""
         if self.size == 1:
             return device
         if device.type == "cuda":
