@@ -66,7 +66,6 @@ class Meter:
         from tqdm import tqdm
         self.reporter, self.stage, self.epochs, self.steps_per_epoch = reporter, stage, epochs, steps_per_epoch
         self.started = reporter.budget.elapsed()
-        self.last: dict[str, float] = {}
         self.losses: list[float] = []    # this epoch's, so far
         self.bar = tqdm(total=1000, desc=f"{stage.upper():>3}", disable=not reporter.show_bars, leave=True,
                         bar_format="{desc} {percentage:3.0f}%|{bar}| {postfix} [{elapsed}<{remaining}]")
@@ -80,7 +79,6 @@ class Meter:
         return min(1.0, max(by_steps, self.reporter.budget.fraction(self.stage)))
 
     def update(self, values: dict[str, float]) -> None:
-        self.last = values
         self.losses.append(values["loss"])
         state, fraction = self.reporter.state, self.fraction()
         self.bar.update(max(0, round(1000 * fraction) - self.bar.n))
