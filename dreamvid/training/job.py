@@ -68,8 +68,7 @@ def train(sources: str | Path | Sequence[str | Path] = (), out: str | Path = "ru
 
 def _prepare_run(run: RunDir, settings: dict) -> RunConfig:
     """The run folder made (or settled, to resume), its frame cache built and config.json written."""
-    sources = settings["sources"]
-    sources = [sources] if isinstance(sources, (str, Path)) else list(sources)
+    sources = source_list(settings["sources"])
     if settings["resume"]:
         config = _config_to_resume(run, sources)
         run.settle_checkpoint()
@@ -82,6 +81,11 @@ def _prepare_run(run: RunDir, settings: dict) -> RunConfig:
     open_frame_cache(run, config, settings["progress"])
     run.write_config(config)
     return config
+
+
+def source_list(sources: str | Path | Sequence[str | Path]) -> list[str | Path]:
+    """train's `sources`: one video or several."""
+    return [sources] if isinstance(sources, (str, Path)) else list(sources)
 
 
 def _check_sources(sources: list) -> None:

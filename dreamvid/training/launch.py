@@ -89,10 +89,9 @@ def _silence_agent() -> None:
 
 def _portable(settings: dict) -> dict:
     """train's arguments as JSON: paths as text, a RunConfig preset as its dict."""
-    sources = settings["sources"]
-    sources = [sources] if isinstance(sources, (str, Path)) else sources
+    from .job import source_list
     preset = settings["preset"]
-    return {**settings, "sources": [str(s) for s in sources], "out": str(settings["out"]),
+    return {**settings, "sources": [str(s) for s in source_list(settings["sources"])], "out": str(settings["out"]),
             "preset": asdict(preset) if isinstance(preset, RunConfig) else preset}
 
 
