@@ -87,8 +87,12 @@ class World:
                                 "check torchrun's --master-addr and --master-port") from None
         try:
             yield
-        finally:
+        except PeerLost:
+            raise   # tearing down a group whose peer died can abort in C++; the process is about to exit anyway
+        except BaseException:
             dist.destroy_process_group()
+            raise
+        dist.destroy_process_group()
 
     def part(self, count: int) -> slice:
         """This process's rows of `count` (none where count < size)."""
