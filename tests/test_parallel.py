@@ -134,6 +134,16 @@ def test_a_killed_process_stops_the_others_and_the_run_resumes(clip, tmp_path):
     assert len(list(dreamvid.load(run).dream(frames=4))) == 4
 
 
+def test_the_line_names_the_process_that_died_not_one_that_stopped_after_it():
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, ProcessFailure
+    from dreamvid.training.launch import PEER_LOST, _death
+    survivor = ProcessFailure(local_rank=0, pid=10, exitcode=PEER_LOST, error_file="/nonexistent")
+    killed = ProcessFailure(local_rank=1, pid=11, exitcode=-signal.SIGKILL, error_file="/nonexistent")
+    survivor.timestamp, killed.timestamp = 1, 2      # the survivor's exit was seen first
+    line = str(_death(ChildFailedError("train", {0: survivor, 1: killed}), 2, Path("run")))
+    assert line.startswith("training process 1 of 2 stopped (killed by SIGKILL)"), line
+
+
 def test_torchrun_runs_the_same_job_in_one_budget(clip, tmp_path):
     run = tmp_path / "run"
     done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",

@@ -27,6 +27,7 @@ from ..config import RunConfig
 from ..errors import DreamvidError, Interrupted, UsageError
 
 ERRORS = {cls.__name__: cls for cls in (DreamvidError, UsageError, Interrupted)}
+PEER_LOST = 75   # the exit code of a process that stopped because another died: never the one to name
 
 
 def launch(nproc: int, port: int | None, settings: dict) -> "Run":
@@ -104,7 +105,10 @@ def _told_error(errors: Path) -> DreamvidError | None:
 
 
 def _death(exc, nproc: int, out: Path) -> DreamvidError:
-    rank, failure = exc.get_first_failure()
+    """The one line for a process that died without telling why: the first to fail, not one that stopped after it
+    (a survivor can exit before the agent sees the death that stopped it)."""
+    failures = sorted(exc.failures.items(), key=lambda item: item[1].timestamp)
+    rank, failure = next(((r, f) for r, f in failures if f.exitcode != PEER_LOST), failures[0])
     why = f"killed by {failure.signal_name()}" if failure.exitcode < 0 else f"exit code {failure.exitcode}"
     return DreamvidError(f"training process {rank} of {nproc} stopped ({why}), and the others with it; the run "
                          "keeps its last checkpoint", f"resume with: dreamvid train -o {out} --resume")
@@ -121,7 +125,9 @@ def _process(task: dict) -> int:
     try:
         train(**{**settings, "progress": settings["progress"] and rank == "0"})
     except DreamvidError as exc:
-        if not exc.quiet and not isinstance(exc, PeerLost):   # the agent tells which process died
+        if isinstance(exc, PeerLost):   # the launcher names the process that died
+            return PEER_LOST
+        if not exc.quiet:
             _tell(task, rank, type(exc).__name__, exc.problem, exc.fix)
         return exc.exit_code
     except Exception as exc:  # a bug: its traceback on stderr, and one line from the launcher
