@@ -18,7 +18,7 @@ from dreamvid.checkpoint import file_digest
 from dreamvid.rundir import RunDir
 from synthetic import make_video
 
-KILLS = 20
+KILLS = 12
 
 
 def train_argv(clip: Path, run: Path, *extra: str) -> list[str]:
