@@ -9,6 +9,18 @@ The dream model alone is retrained on a run's maps by the product's stage for `-
 frames scored with `dreamvid eval`'s metrics; the control is the plain renderer under the same screen.
 
     python lab/renderer_own_maps_screen.py /tmp/res10/enduro--default--seed0/run ... --share 0.5
+
+Screened 2026-12-07 (150 s, 2,000-frame dreams, the runs of the spatial table's seeds 0 and 1; control: the plain
+renderer under the same screen), control -> own maps 0.5, in the order Enduro, River Raid, bikes (seed 0), then the
+same for seed 1:
+- frame diff 0.72 / 0.10 / 0.64 -> 1.41 / 0.26 / 0.79, then 0.72 / 0.35 / 0.67 -> 0.91 / 0.12 / 1.02;
+- flow 0.46 / 0.14 / 0.14 -> 0.78 / 0.29 / 0.19, then 0.37 / 0.34 / 0.32 -> 0.62 / 0.13 / 0.45;
+- frozen share on the games 0.10 / 0.83 -> 0.00 / 0.55, then 0.04 / 0.24 -> 0.02 / 0.77;
+- realism 1.86 / 2.36 / 2.11 -> 2.06 / 2.67 / 1.90, then 1.83 / 3.21 / 1.34 -> 1.54 / 2.30 / 1.46 (3 better, 3 worse,
+  within a single run's spread).
+Motion rose in 5 of 6 runs, with no doubling of realism (unlike context noise and guidance: results.md). River Raid
+seed 1 froze more. Next: the whole dream-model stage (300 s) of the 8 spatial runs, scored on 10,000-frame dreams
+against their table cells, then as `default`.
 """
 from __future__ import annotations
 
