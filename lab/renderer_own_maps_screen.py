@@ -19,8 +19,10 @@ same for seed 1:
 - realism 1.86 / 2.36 / 2.11 -> 2.06 / 2.67 / 1.90, then 1.83 / 3.21 / 1.34 -> 1.54 / 2.30 / 1.46 (3 better, 3 worse,
   within a single run's spread).
 Motion rose in 5 of 6 runs, with no doubling of realism (unlike context noise and guidance: results.md). River Raid
-seed 1 froze more. Next: the whole dream-model stage (300 s) of the 8 spatial runs, scored on 10,000-frame dreams
-against their table cells, then as `default`.
+seed 1 froze more. The whole dream-model stage (`--seconds 300 --frames 10000`, seed 0, against the table's cells):
+Enduro realism 2.23 -> 2.08, sharpness 0.66 -> 0.60, frame diff 0.87 -> 1.42 (past the band), flow 0.41 -> 0.78;
+River Raid realism 2.56 -> 3.02, sharpness 0.77 -> 0.82, frame diff 0.18 -> 0.26, flow 0.18 -> 0.32, frozen share
+0.73 -> 0.54; coverage unmoved on both. Next: a smaller share (0.25), seed 1 and the live clips, whole.
 """
 from __future__ import annotations
 
