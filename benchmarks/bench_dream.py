@@ -20,7 +20,8 @@ from common import machine, peak_rss_mb
 from dreamvid.config import make_config
 from dreamvid.dreaming import load
 from dreamvid.rundir import RunDir
-from dreamvid.models import build_rnn, build_vae
+from dreamvid.models import SpatialVAE, build_rnn, build_vae, tensor_to_frames
+from dreamvid.models.patch_memory import PatchMemory
 
 
 def make_untrained_run(directory: Path, preset: str, size: int, fps: float = 15) -> Path:
@@ -33,6 +34,11 @@ def make_untrained_run(directory: Path, preset: str, size: int, fps: float = 15)
     latents = torch.randn(200, *vae.latent_shape)
     run.save_latents({"mu": latents, "logvar": torch.zeros_like(latents), "sequences": torch.tensor([[0, 200]]),
                       "train": torch.tensor([[0, 180]]), "val": torch.tensor([[180, 200]])})
+    if isinstance(vae, SpatialVAE):   # dreaming looks every cell up in it: its cost is part of the figure
+        codes = vae.quantise.code(latents)
+        with torch.no_grad():
+            frames = tensor_to_frames(vae.decode(vae.quantise.values(vae.quantise.indices(latents))))
+        run.save_memory(PatchMemory.build(codes.numpy(), frames, vae.quantise.codes).state_dict())
     return directory
 
 

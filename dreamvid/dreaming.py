@@ -17,6 +17,7 @@ from .device import autocast, fast_bf16, place, resolve_device
 from .errors import DreamvidError, UsageError
 from .graphs import OnnxDreaming, require_onnx
 from .models import DreamModel, VAE, build_rnn, build_vae, encode_frames, tensor_to_frames
+from .models.patch_memory import PatchMemory
 from .rundir import RunDir
 
 DECODE_BATCH = 64
@@ -38,9 +39,9 @@ class Dreamer:
     """A trained VAE + RNN pair and the latents of its source, ready to dream."""
 
     def __init__(self, run_dir: Path, config: RunConfig, vae: VAE, rnn: DreamModel,
-                 latents: dict[str, torch.Tensor], device: torch.device):
+                 latents: dict[str, torch.Tensor], device: torch.device, memory: PatchMemory | None = None):
         self.run_dir, self.config, self.vae, self.rnn, self.device = run_dir, config, vae, rnn, device
-        self.latents = latents
+        self.latents, self.memory = latents, memory
         self.bf16 = config.train.bf16 and fast_bf16(device)
         self.backend = "torch"
         self._onnx = None
@@ -64,8 +65,9 @@ class Dreamer:
             raise DreamvidError(f"{run.latents_path} does not fit config.json", "train the run again")
         if backend == "onnx":
             torch_device = torch.device("cpu")
+        memory = run.load_memory()
         dreamer = cls(run.path, config, place(vae, torch_device).eval(), rnn.to(torch_device).eval(), latents,
-                      torch_device)
+                      torch_device, None if memory is None else PatchMemory.from_state_dict(memory))
         if backend == "onnx":
             require_onnx()
             dreamer.backend = backend
@@ -103,11 +105,15 @@ class Dreamer:
 
     @torch.no_grad()
     def decode(self, z: torch.Tensor) -> np.ndarray:
-        """Latents (N, *latent_shape) -> uint8 (N, S, S, 3) frames."""
+        """Latents (N, *latent_shape) -> uint8 (N, S, S, 3) frames, redrawn where the patch memory knows better."""
         if self.onnx is not None:
-            return self.onnx.decode(z)
-        with autocast(self.device, self.bf16):
-            return tensor_to_frames(self.vae.decode(z.to(self.device)))
+            frames = self.onnx.decode(z)
+        else:
+            with autocast(self.device, self.bf16):
+                frames = tensor_to_frames(self.vae.decode(z.to(self.device)))
+        if self.memory is not None:
+            frames = self.memory.apply(self.vae.quantise.code(z.cpu()).numpy(), frames)
+        return frames
 
     @torch.no_grad()
     def reproject(self, z: torch.Tensor) -> torch.Tensor:

@@ -5,6 +5,7 @@
       vae.safetensors          VAE weights
       rnn.safetensors          dream-model weights
       latents.safetensors      every cached frame's latent (mu, logvar) and the sequence / held-out bounds
+      memory.safetensors       spatial runs: the patch memory of the training frames (models/patch_memory.py)
       state/                   resume state: train_state.json (the commit marker, written last, with the
                                digest of every checkpoint file), <model>_optimizer.safetensors, rnn_best.safetensors
       .<file>.previous         each checkpoint file's version before its last write (a hard link): what
@@ -37,8 +38,8 @@ from .files import atomic_write_json, atomic_write_text, read_json
 # What a run folder holds that dreamvid wrote; `--force` deletes only these, never a user's own files.
 REPORT_JSON = "report.json"  # what `dreamvid eval` writes into RUN_DIR/eval (or its own -o folder)
 REPORT_HTML = "report.html"
-OWN_FILES = ("config.json", "vae.safetensors", "rnn.safetensors", "latents.safetensors", "log.jsonl",
-             "progress.json", "state", "previews")
+OWN_FILES = ("config.json", "vae.safetensors", "rnn.safetensors", "latents.safetensors", "memory.safetensors",
+             "log.jsonl", "progress.json", "state", "previews")
 
 
 class RunDir:
@@ -66,6 +67,10 @@ class RunDir:
     @property
     def latents_path(self) -> Path:
         return self.path / "latents.safetensors"
+
+    @property
+    def memory_path(self) -> Path:
+        return self.path / "memory.safetensors"
 
     @property
     def state_path(self) -> Path:
@@ -198,6 +203,13 @@ class RunDir:
     def load_latents(self) -> dict[str, torch.Tensor]:
         return checkpoint.load_tensors(self.latents_path)
 
+    def save_memory(self, memory: dict[str, torch.Tensor]) -> None:
+        checkpoint.save_tensors(self.memory_path, memory)
+
+    def load_memory(self) -> dict[str, torch.Tensor] | None:
+        """The patch memory's tensors; None for a run without one (a vector preset's, or trained before it existed)."""
+        return checkpoint.load_tensors(self.memory_path) if self.memory_path.is_file() else None
+
     # --- training state, log, progress ------------------------------------------------------------------
 
     def read_state(self) -> dict[str, Any] | None:
@@ -226,8 +238,8 @@ class RunDir:
         return cached[1]
 
     def checkpoint_paths(self) -> list[Path]:
-        return [self.weights_path("vae"), self.weights_path("rnn"), self.latents_path, self.optimizer_path("vae"),
-                self.optimizer_path("rnn"), self.best_rnn_path]
+        return [self.weights_path("vae"), self.weights_path("rnn"), self.latents_path, self.memory_path,
+                self.optimizer_path("vae"), self.optimizer_path("rnn"), self.best_rnn_path]
 
     def settle_checkpoint(self) -> None:
         """Put the checkpoint files back as the last commit left them: a file written after it (training killed

@@ -8,7 +8,8 @@ import torch
 
 from ..cache import FrameCache
 from ..device import autocast
-from ..models import VAE, StepBatch, encode_frames, frames_to_tensor
+from ..models import VAE, SpatialVAE, StepBatch, encode_frames, frames_to_tensor
+from ..models.patch_memory import PatchMemory, evenly_spaced_rows
 from ..rundir import RunDir
 from .control import step_generator
 from .loop import descend, evaluating
@@ -124,6 +125,15 @@ def encode_latents(vae: VAE, cache: FrameCache, run: RunDir, device: torch.devic
               "val": cache.split_ranges("val")}
     run.save_latents({"mu": mu, **({} if logvar is None else {"logvar": logvar}),
                       **{part: torch.tensor(ranges, dtype=torch.int64).view(-1, 2) for part, ranges in bounds.items()}})
+    if isinstance(vae, SpatialVAE):
+        run.save_memory(build_memory(vae, cache, mu).state_dict())
+
+
+def build_memory(vae: SpatialVAE, cache: FrameCache, mu: torch.Tensor) -> PatchMemory:
+    """The patch memory of the training frames (never the held-out ones) and their codes `mu[rows]`."""
+    rows = evenly_spaced_rows(_range_indices(cache.split_ranges("train")), int(np.prod(mu.shape[-2:])))
+    return PatchMemory.build(vae.quantise.code(mu[torch.from_numpy(rows)]).numpy(), cache.frames[rows],
+                             vae.quantise.codes)
 
 
 def _range_indices(ranges: list[tuple[int, int]]) -> np.ndarray:
