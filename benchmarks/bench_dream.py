@@ -37,7 +37,7 @@ def make_untrained_run(directory: Path, preset: str, size: int, fps: float = 15)
     if isinstance(vae, SpatialVAE):   # dreaming looks every cell up in it: its cost is part of the figure
         codes = vae.quantise.code(latents)
         with torch.no_grad():
-            frames = tensor_to_frames(vae.decode(vae.quantise.values(vae.quantise.indices(latents))))
+            frames = tensor_to_frames(vae.decode(vae.quantise.code_values(codes)))
         run.save_memory(PatchMemory.build(codes.numpy(), frames, vae.quantise.codes).state_dict())
     return directory
 

@@ -29,6 +29,21 @@ def load(run_dir: str | Path, device: str = "auto", backend: str = "torch") -> "
     return Dreamer.from_pretrained(run_dir, device, backend)
 
 
+def _patch_memory(run: RunDir, vae: VAE) -> PatchMemory | None:
+    """The run's patch memory, if it has one that fits its VAE."""
+    state = run.load_memory()
+    if state is None:
+        return None
+    try:
+        memory = PatchMemory.from_state_dict(state)
+    except ValueError as error:
+        raise DreamvidError(f"{run.memory_path} is damaged: {error}", "delete it to dream without it, or train the "
+                            "run again") from error
+    if memory.code_count != getattr(getattr(vae, "quantise", None), "codes", None):
+        raise DreamvidError(f"{run.memory_path} does not fit config.json", "delete it, or train the run again")
+    return memory
+
+
 def _check_temperature(temperature: float) -> float:
     if not temperature > 0:
         raise UsageError(f"temperature must be positive, got {temperature}", "use e.g. --temperature 1.0")
@@ -65,9 +80,8 @@ class Dreamer:
             raise DreamvidError(f"{run.latents_path} does not fit config.json", "train the run again")
         if backend == "onnx":
             torch_device = torch.device("cpu")
-        memory = run.load_memory()
         dreamer = cls(run.path, config, place(vae, torch_device).eval(), rnn.to(torch_device).eval(), latents,
-                      torch_device, None if memory is None else PatchMemory.from_state_dict(memory))
+                      torch_device, _patch_memory(run, vae))
         if backend == "onnx":
             require_onnx()
             dreamer.backend = backend

@@ -16,6 +16,8 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+import torch
+from safetensors.torch import save_file
 
 from conftest import TINY, copy_run
 from dreamvid.cache import minimum_frames
@@ -218,6 +220,21 @@ def test_damaged_safetensors(cli_run, tmp_path, capsys, damage):
     out_video = tmp_path / "dream.mp4"
     code, _, err = cli(capsys, "dream", run, "-o", out_video, "--frames", "10", "--quiet")
     assert_error(code, err, 1, "vae.safetensors", "damaged", "train")
+    assert not out_video.exists()
+
+
+@pytest.mark.parametrize("tensors, words", [
+    ({"x": torch.zeros(1)}, ("memory.safetensors", "damaged", "delete it")),
+    ({"code_count": torch.tensor(7), "square.keys": torch.zeros(0, dtype=torch.int64),
+      "square.patches": torch.zeros(0, 48, dtype=torch.uint8), "cross.keys": torch.zeros(0, dtype=torch.int64),
+      "cross.patches": torch.zeros(0, 48, dtype=torch.uint8)}, ("memory.safetensors", "does not fit")),
+])
+def test_a_foreign_patch_memory(cli_run, tmp_path, capsys, tensors, words):
+    run = copy_run(cli_run, tmp_path)
+    save_file(tensors, str(run / "memory.safetensors"))
+    out_video = tmp_path / "dream.mp4"
+    code, _, err = cli(capsys, "dream", run, "-o", out_video, "--frames", "10", "--quiet")
+    assert_error(code, err, 1, *words)
     assert not out_video.exists()
 
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-CELL = 4                     # pixels per cell side (spatial.CELL)
+from .spatial import CELL
+
 NEIGHBOURHOODS = {           # (row, column) offsets of the cells a key is made of, the most specific first
     "square": tuple((dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)),
     "cross": ((0, 0), (-1, 0), (1, 0), (0, -1), (0, 1)),
@@ -114,9 +115,17 @@ class PatchMemory:
 
     @classmethod
     def from_state_dict(cls, state: dict[str, torch.Tensor]) -> PatchMemory:
-        tables = {shape: (state[f"{shape}.keys"].numpy().view(np.uint64), state[f"{shape}.patches"].numpy())
-                  for shape in NEIGHBOURHOODS if f"{shape}.keys" in state}
-        return cls(tables, int(state["code_count"]))
+        """The memory `state_dict` wrote; ValueError for tensors it did not write."""
+        try:
+            tables = {shape: (state[f"{shape}.keys"].numpy().view(np.uint64), state[f"{shape}.patches"].numpy())
+                      for shape in NEIGHBOURHOODS}
+            code_count = int(state["code_count"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as error:
+            raise ValueError(f"not a patch memory ({error})") from error
+        for keys, patches in tables.values():
+            if patches.dtype != np.uint8 or patches.shape != (len(keys), CELL * CELL * 3):
+                raise ValueError(f"patches of shape {patches.shape} and type {patches.dtype}, for {len(keys)} keys")
+        return cls(tables, code_count)
 
 
 def evenly_spaced_rows(rows: np.ndarray, cells_per_frame: int) -> np.ndarray:
