@@ -80,7 +80,7 @@ class Dreamer:
             raise DreamvidError(f"{run.latents_path} does not fit config.json", "train the run again")
         if backend == "onnx":
             torch_device = torch.device("cpu")
-        dreamer = cls(run.path, config, place(vae, torch_device).eval(), rnn.to(torch_device).eval(), latents,
+        dreamer = cls(run.path, config, place(vae, torch_device).eval(), place(rnn, torch_device).eval(), latents,
                       torch_device, _patch_memory(run, vae))
         if backend == "onnx":
             require_onnx()
