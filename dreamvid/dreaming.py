@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from .config import BACKENDS, RunConfig
-from .device import autocast, fast_bf16, place, resolve_device
+from .device import autocast, core_for_a_worker, fast_bf16, place, resolve_device
 from .errors import DreamvidError, UsageError
 from .graphs import OnnxDreaming, require_onnx
 from .models import DreamModel, VAE, build_rnn, build_vae, encode_frames, tensor_to_frames
@@ -278,7 +278,7 @@ class Dream:
         if upscale is not None and upscale < 1:
             raise UsageError(f"upscale must be at least 1, got {upscale}")
         upscale = default_upscale(self.dreamer.size) if upscale is None else upscale
-        with VideoWriter(path, fps or self.dreamer.fps, upscale=upscale, force=force) as writer, \
+        with core_for_a_worker(), VideoWriter(path, fps or self.dreamer.fps, upscale=upscale, force=force) as writer, \
                 tqdm(total=self.frames, desc="DREAM", unit="frame", disable=not progress) as bar:
             for batch in self.batches():
                 writer.write_batch(batch)

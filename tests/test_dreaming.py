@@ -14,6 +14,7 @@ import dreamvid
 from conftest import old_style_config, vector_default
 from dreamvid.cli import main
 from dreamvid.config import make_config
+from dreamvid.device import core_for_a_worker
 from dreamvid.models import build_rnn, build_vae
 from dreamvid.rundir import RunDir
 
@@ -62,6 +63,26 @@ def test_dream_saves_h264_with_the_default_upscale(dreamer, tmp_path):
         frames = list(container.decode(stream))
     assert len(frames) == 12 and frames[0].width == 256 and stream.codec_context.name == "h264"
     assert stream.codec_context.pix_fmt == "yuv420p"
+
+
+def test_a_saved_dream_holds_the_frames_the_iterated_dream_shows(dreamer, tmp_path):
+    # Saving gives the encoder a core of its own (fewer torch threads): the dream itself must not change.
+    shown = np.stack(list(dreamer.dream(frames=70, seed=5)))
+    folder = dreamer.dream(frames=70, seed=5).save(tmp_path / "frames", upscale=1, progress=False)
+    saved = []
+    for path in sorted(folder.iterdir()):
+        with av.open(str(path)) as container:
+            saved.append(next(container.decode(video=0)).to_ndarray(format="rgb24"))
+    assert np.array_equal(np.stack(saved), shown)
+
+
+def test_a_worker_gets_a_core_and_the_threads_come_back():
+    threads = torch.get_num_threads()
+    with pytest.raises(KeyboardInterrupt):
+        with core_for_a_worker():
+            assert torch.get_num_threads() == max(1, threads - 1)
+            raise KeyboardInterrupt
+    assert torch.get_num_threads() == threads
 
 
 def test_dream_can_be_primed_by_a_clip_or_a_source_frame(cli_run, dreamer, tmp_path):
