@@ -6,6 +6,7 @@ dream costs the memory of one batch. Only the run folder is read, never the sour
 from __future__ import annotations
 
 import random
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterator
 
@@ -262,11 +263,15 @@ class Dream:
             yield from batch
 
     def batches(self, size: int = DECODE_BATCH) -> Iterator[np.ndarray]:
+        for latents in self.latent_batches(size):
+            yield self.dreamer.decode(latents)
+
+    def latent_batches(self, size: int = DECODE_BATCH) -> Iterator[torch.Tensor]:
         left = self.frames
         while left > 0:
-            batch = self.session.next_frames(min(size, left))
-            left -= len(batch)
-            yield batch
+            latents = self.session.next_latents(min(size, left))
+            left -= len(latents)
+            yield latents
 
     def save(self, path: str | Path, fps: float | None = None, upscale: int | None = None, force: bool = False,
              progress: bool = True) -> Path:
@@ -278,9 +283,19 @@ class Dream:
         if upscale is not None and upscale < 1:
             raise UsageError(f"upscale must be at least 1, got {upscale}")
         upscale = default_upscale(self.dreamer.size) if upscale is None else upscale
+        # The dream model steps here while a worker decodes the batch before and queues it for the encoder's own
+        # thread; torch gets one thread fewer, so that each has a core (docs/benchmarks.md).
         with core_for_a_worker(), VideoWriter(path, fps or self.dreamer.fps, upscale=upscale, force=force) as writer, \
-                tqdm(total=self.frames, desc="DREAM", unit="frame", disable=not progress) as bar:
-            for batch in self.batches():
-                writer.write_batch(batch)
-                bar.update(len(batch))
+                tqdm(total=self.frames, desc="DREAM", unit="frame", disable=not progress) as bar, \
+                ThreadPoolExecutor(1, thread_name_prefix="dreamvid-decoder") as decoder:
+            pending = None
+            for latents in self.latent_batches():
+                if pending is not None:
+                    bar.update(pending.result())
+                pending = decoder.submit(self._decode_into, writer, latents)
+            bar.update(pending.result())
         return Path(path)
+
+    def _decode_into(self, writer, latents: torch.Tensor) -> int:
+        writer.write_batch(self.dreamer.decode(latents))
+        return len(latents)

@@ -76,6 +76,30 @@ def test_a_saved_dream_holds_the_frames_the_iterated_dream_shows(dreamer, tmp_pa
     assert np.array_equal(np.stack(saved), shown)
 
 
+@pytest.mark.parametrize("where", ["dreaming", "decoding"])
+def test_a_dream_stopped_while_saving_leaves_no_file(dreamer, tmp_path, monkeypatch, where):
+    # Ctrl-C lands on the main thread, which steps the dream model; a failure while decoding, on the worker.
+    calls = []
+
+    def fails_at_the_third(function, error):
+        def wrapped(*args, **kwargs):
+            calls.append(1)
+            if len(calls) == 3:
+                raise error
+            return function(*args, **kwargs)
+        return wrapped
+
+    dream = dreamer.dream(frames=640, seed=0)
+    if where == "dreaming":
+        monkeypatch.setattr(dream.session, "next_latents", fails_at_the_third(dream.session.next_latents,
+                                                                             KeyboardInterrupt()))
+    else:
+        monkeypatch.setattr(dreamer, "decode", fails_at_the_third(dreamer.decode, RuntimeError("decoder broke")))
+    with pytest.raises(KeyboardInterrupt if where == "dreaming" else RuntimeError):
+        dream.save(tmp_path / "dream.mp4", progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_worker_gets_a_core_and_the_threads_come_back():
     threads = torch.get_num_threads()
     with pytest.raises(KeyboardInterrupt):
