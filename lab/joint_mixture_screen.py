@@ -20,6 +20,8 @@ Screened 2026-12-07 (150 s, 2,000-frame dreams, control retrained alike), contro
 0.57 -> 1.07 -> 0.89); Enduro seed 0 realism 1.11 -> 0.72 -> 0.70, but frame difference 0.90 -> 0.61 -> 0.61, flow
 0.78 -> 0.46 -> 0.47, frozen share 0.004 -> 0.20 -> 0.08, sharpness 0.57 -> 0.53 -> 0.51. With the layout drawn at
 1.0 (lab/joint_temperature.py), River Raid frame difference 0.66 / 0.55 at realism 1.36 / 1.62, Enduro's flow 0.39.
+Fed the g it drew (`joint_temperature.py --own-layout`): River Raid frame difference 0.17 / 0.18, frozen share
+0.84 / 0.54; Enduro back to the control's motion (0.95, flow 0.83) and realism (1.22).
 River Raid moves more, but not into its band, and Enduro stands still more: not kept.
 """
 from __future__ import annotations

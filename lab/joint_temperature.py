@@ -21,14 +21,19 @@ from joint_mixture_screen import joint_mixture
 ORIGINAL_STEP = MapDreamer.dream_step
 
 
-def with_layout_temperature(layout):
+def with_layout_temperature(layout, own_layout=False):
+    """dream_step with the layout drawn at `layout`; `own_layout`: the motion model is fed the g it drew, not the
+    drawn map's (the state carries it)."""
     def dream_step(self, z, state, temperature, noise, decode_spread=1.0, feedback=None):
         uniform, normal, cells = noise
-        (params, _), state = self.step(z, state)
+        if isinstance(state, dict):
+            params, motion_state = self.motion.step(state["g"], state["motion"])
+        else:
+            (params, _), motion_state = self.step(z, state)
         g, center = self.motion.sample_with_center(params, layout, noise=(uniform, normal))
         features = self.renderer.features(z, center + decode_spread * (g - center))
         z = self.renderer.fill(features, self.config.sampling_steps, temperature, cells)
-        return z, z, state
+        return z, z, ({"motion": motion_state, "g": g} if own_layout else motion_state)
     return dream_step
 
 
@@ -38,6 +43,7 @@ def main() -> None:
     parser.add_argument("--layout", type=float, nargs="+", default=[0.7, 1.0])
     parser.add_argument("--frames", type=int, default=2000)
     parser.add_argument("--plain", action="store_true", help="runs with today's motion model (controls)")
+    parser.add_argument("--own-layout", action="store_true", help="feed the motion model the g it drew")
     args = parser.parse_args()
     torch.set_grad_enabled(False)
     for run in args.runs:
@@ -49,7 +55,7 @@ def main() -> None:
         source = prepare_source(dreamer.cache.split("train"), dreamer.cache.split("val"), dreamer.fps)
         row = {"run": run.name}
         for layout in args.layout:
-            MapDreamer.dream_step = with_layout_temperature(layout)
+            MapDreamer.dream_step = with_layout_temperature(layout, args.own_layout)
             try:
                 frames = np.stack(list(dreamer.dream(frames=args.frames, seed=dreamer.config.train.seed)))
             finally:
