@@ -72,8 +72,8 @@ def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextM
 @contextlib.contextmanager
 def core_for_a_worker() -> Iterator[None]:
     """Torch's CPU threads one fewer for the duration, so that a worker thread (a video encoder) has a core of its
-    own instead of contending with them; restored after. On 2 cores, a dream written to H.264 went from ~220 to
-    ~250 frames/s (benchmarks/bench_dream.py)."""
+    own instead of contending with them; restored after. On 2 cores, a dream written to H.264 went from ~224 to
+    ~264 frames/s (benchmarks/bench_dream.py)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(max(1, threads - 1))
     try:
