@@ -38,7 +38,7 @@ def make_untrained_run(directory: Path, preset: str, size: int, fps: float = 15)
         codes = vae.quantise.code(latents)
         with torch.no_grad():
             frames = tensor_to_frames(vae.decode(vae.quantise.code_values(codes)))
-        run.save_memory(PatchMemory.build(codes.numpy(), frames, vae.quantise.codes).state_dict())
+        run.save_memory(PatchMemory.build(codes.numpy(), frames, vae.quantise.levels).state_dict())
     return directory
 
 

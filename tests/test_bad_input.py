@@ -228,6 +228,11 @@ def test_damaged_safetensors(cli_run, tmp_path, capsys, damage):
     ({"code_count": torch.tensor(7), "square.keys": torch.zeros(0, dtype=torch.int64),
       "square.patches": torch.zeros(0, 48, dtype=torch.uint8), "cross.keys": torch.zeros(0, dtype=torch.int64),
       "cross.patches": torch.zeros(0, 48, dtype=torch.uint8)}, ("memory.safetensors", "does not fit")),
+    ({"code_count": torch.tensor(125), "square.keys": torch.zeros(0, dtype=torch.int64),
+      "square.patches": torch.zeros(0, 48, dtype=torch.uint8), "cross.keys": torch.zeros(0, dtype=torch.int64),
+      "cross.patches": torch.zeros(0, 48, dtype=torch.uint8), "nearest.windows": torch.zeros(1, 2, 2, 3,
+                                                                                             dtype=torch.uint8)},
+     ("memory.safetensors", "damaged", "delete it")),
 ])
 def test_a_foreign_patch_memory(cli_run, tmp_path, capsys, tensors, words):
     run = copy_run(cli_run, tmp_path)

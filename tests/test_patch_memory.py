@@ -1,4 +1,5 @@
-"""dreamvid.models.patch_memory: the exact patches a source drew under each neighbourhood of codes."""
+"""dreamvid.models.patch_memory: the exact patches a source drew under each neighbourhood of codes, and the nearest
+training patch everywhere else."""
 from __future__ import annotations
 
 
@@ -6,9 +7,10 @@ import numpy as np
 
 import dreamvid
 from conftest import copy_run
-from dreamvid.models.patch_memory import PatchMemory, cell_keys, to_cells
+from dreamvid.models.patch_memory import RING, PatchMemory, cell_keys, cell_windows, to_cells
 from dreamvid.rundir import RunDir
 
+LEVELS = (5, 5, 5)
 CODES = 125
 
 
@@ -20,25 +22,45 @@ def test_a_remembered_neighbourhood_draws_the_patch_seen_most_often_there():
     rng = np.random.default_rng(0)
     codes = np.repeat(rng.integers(0, CODES, (1, 4, 4)), 4, axis=0)
     common, rare = _frames(rng, 1), _frames(rng, 1)
-    memory = PatchMemory.build(codes, np.concatenate([common, rare, common, common]), CODES)
+    memory = PatchMemory.build(codes, np.concatenate([common, rare, common, common]), LEVELS)
     decoded = _frames(rng, 1)
     assert np.array_equal(memory.apply(codes[:1], decoded), common)
 
 
-def test_an_unseen_neighbourhood_keeps_the_decoders_patch_unless_its_cross_was_seen():
+def _changed_centre(codes: np.ndarray) -> np.ndarray:
+    changed = codes.copy()
+    changed[0, 1, 1] = (codes[0, 1, 1] + 1) % CODES
+    return changed
+
+
+def test_an_unseen_neighbourhood_takes_the_training_patch_whose_surroundings_are_nearest():
     rng = np.random.default_rng(1)
     codes = rng.integers(0, CODES, (1, 4, 4))
     source = _frames(rng, 1)
-    memory = PatchMemory.build(codes, source, CODES)
-    changed = codes.copy()
-    changed[0, 1, 1] = (codes[0, 1, 1] + 1) % CODES
-    decoded = _frames(rng, 1)
-    out = to_cells(memory.apply(changed, decoded)).reshape(4, 4, -1)
-    src, dec = to_cells(source).reshape(4, 4, -1), to_cells(decoded).reshape(4, 4, -1)
+    memory = PatchMemory.build(codes, source, LEVELS)
+    # drawn near the source: each cell whose neighbourhood is new (the changed one and the four beside it) comes
+    # back as the source's own patch, the nearest by its pixels
+    near = np.clip(source.astype(int) + rng.integers(-3, 4, source.shape), 0, 255).astype(np.uint8)
+    assert np.array_equal(memory.apply(_changed_centre(codes), near), source)
+    # a memory from before the nearest table leaves those five cells as drawn
+    state = {name: tensor for name, tensor in memory.state_dict().items() if not name.startswith("nearest.")}
+    out = to_cells(PatchMemory.from_state_dict(state).apply(_changed_centre(codes), near)).reshape(4, 4, -1)
+    src, drawn = to_cells(source).reshape(4, 4, -1), to_cells(near).reshape(4, 4, -1)
     for row in range(4):
         for col in range(4):
-            touched = abs(row - 1) + abs(col - 1) <= 1      # the changed cell and the four that share an edge
-            assert np.array_equal(out[row, col], dec[row, col] if touched else src[row, col]), (row, col)
+            touched = abs(row - 1) + abs(col - 1) <= 1
+            assert np.array_equal(out[row, col], drawn[row, col] if touched else src[row, col]), (row, col)
+
+
+def test_the_nearest_search_finds_every_training_cell_itself():
+    """A training cell's key lies in its own list, the first one searched: the lists never hide an exact match."""
+    rng = np.random.default_rng(4)
+    frames = np.repeat(np.repeat(_frames(rng, 40, side=8), 4, axis=1), 4, axis=2)   # 32 px: blocks, as video has
+    codes = rng.integers(0, CODES, (40, 8, 8))
+    table = PatchMemory.build(codes, frames, LEVELS).nearest
+    cells = np.arange(len(to_cells(frames)))
+    assert np.array_equal(table.patches(frames, codes, cells), to_cells(frames))
+    assert cell_windows(frames, cells[:1]).shape == (1, 4 + 2 * RING, 4 + 2 * RING, 3)
 
 
 def test_keys_tell_apart_every_neighbourhood_and_hash_beyond_64_bits():
@@ -70,6 +92,8 @@ def test_a_trained_spatial_run_decodes_through_the_memory_of_its_training_frames
     held_out = {bytes(row) for start, stop in cache.split_ranges("val")
                 for row in to_cells(cache.frames[start:stop])} - seen
     assert held_out and all(bytes(row) in seen for table in dreamer.memory.tables.values() for row in table[1])
+    windows = dreamer.memory.nearest.windows[:, RING:-RING, RING:-RING]
+    assert all(bytes(row) in seen for row in windows.reshape(len(windows), -1))
     # a run made before the memory decodes with the decoder alone
     old = RunDir(copy_run(cli_run, tmp_path))
     old.memory_path.unlink()
@@ -81,7 +105,7 @@ def test_a_trained_spatial_run_decodes_through_the_memory_of_its_training_frames
 def test_the_memory_is_the_same_after_safetensors(tmp_path):
     rng = np.random.default_rng(3)
     codes = rng.integers(0, 5, (6, 4, 4))
-    memory = PatchMemory.build(codes, _frames(rng, 6), CODES)
+    memory = PatchMemory.build(codes, _frames(rng, 6), LEVELS)
     run = RunDir(tmp_path / "run").create()
     run.save_memory(memory.state_dict())
     loaded = PatchMemory.from_state_dict(run.load_memory())

@@ -16,6 +16,8 @@ import cv2
 import numpy as np
 import torch
 
+from ..neighbours import kmeans as _kmeans, nearest
+
 FEATURE_SIDE = 16          # whole-frame features: area-averaged to 16x16 RGB (768 numbers)
 FROZEN_DIFF = 0.5          # a consecutive pair whose mean absolute difference is below this (grey levels) is frozen
 REALISM_FRAMES = 256       # frames drawn at random from a video for patch realism ...
@@ -83,22 +85,6 @@ def frame_features(frames: np.ndarray, side: int = FEATURE_SIDE) -> torch.Tensor
     for i, frame in enumerate(frames):
         out[i] = cv2.resize(frame.astype(np.float32), (side, side), interpolation=cv2.INTER_AREA).reshape(-1)
     return torch.from_numpy(out)
-
-
-def nearest(query: torch.Tensor, bank: torch.Tensor, chunk: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """RMS distance (per element) from each query row to its nearest bank row, and that row's index.
-    Queries go in chunks so that one chunk's distance matrix stays near 16 MB."""
-    chunk = chunk or max(16, (4 << 20) // max(1, len(bank)))
-    dists, idxs = [], []
-    bank_sq = (bank * bank).sum(1)
-    for i in range(0, len(query), chunk):
-        q = query[i:i + chunk]
-        d2 = torch.addmm(bank_sq[None], q, bank.T, beta=1, alpha=-2)
-        d, j = d2.min(1)
-        dists.append((d + (q * q).sum(1)).clamp_min(0))
-        idxs.append(j)
-    d2 = torch.cat(dists)
-    return (d2 / query.shape[1]).sqrt(), torch.cat(idxs)
 
 
 def rms(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -257,24 +243,8 @@ def patch_distances(frames: np.ndarray, bank: torch.Tensor, *, n_frames: int = R
 
 
 def kmeans(x: torch.Tensor, k: int = KMEANS_K, iters: int = KMEANS_ITERS, seed: int = 0) -> torch.Tensor:
-    """k-means++ seeding and `iters` Lloyd steps; returns the centroids (k, D)."""
-    g = torch.Generator().manual_seed(seed)
-    k = max(1, min(k, len(x)))
-    centroids = [x[torch.randint(len(x), (1,), generator=g)].squeeze(0)]
-    d2 = ((x - centroids[0]) ** 2).sum(1)
-    for _ in range(1, k):
-        spread = float(d2.sum()) > 0  # else every point is a centroid already: any one will do
-        pick = torch.multinomial(d2, 1, generator=g) if spread else torch.randint(len(x), (1,), generator=g)
-        centroids.append(x[pick].squeeze(0))
-        d2 = torch.minimum(d2, ((x - centroids[-1]) ** 2).sum(1))
-    c = torch.stack(centroids)
-    for _ in range(iters):
-        assign = nearest(x, c)[1]
-        sums = torch.zeros_like(c).index_add_(0, assign, x)
-        counts = torch.bincount(assign, minlength=k)
-        filled = counts > 0
-        c[filled] = sums[filled] / counts[filled, None].to(x.dtype)
-    return c
+    """The clusters coverage counts (dreamvid.neighbours.kmeans at this module's k and iterations)."""
+    return _kmeans(x, k, iters, seed)
 
 
 # ---------------------------------------------------------------------------------------------- copying

@@ -7,7 +7,7 @@
     map_dream.py  the spatial family's dream model: an MDN-LSTM moves each map's global latent, and a renderer
                   draws the next map given it, cell by cell in MaskGIT rounds -- the `default` preset
     patch_memory.py  the exact patches the source drew under each neighbourhood of codes, drawn in place of
-                  the spatial decoder's where it saw one
+                  the spatial decoder's where it saw one, and the nearest training patch everywhere else
     batch.py      StepBatch: a training step's batch as one process holds it: its rows' random numbers and the
                   whole batch's sums, however many processes share it
 

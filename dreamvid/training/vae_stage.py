@@ -133,7 +133,7 @@ def build_memory(vae: SpatialVAE, cache: FrameCache, mu: torch.Tensor) -> PatchM
     """The patch memory of the training frames (never the held-out ones) and their codes `mu[rows]`."""
     rows = evenly_spaced_rows(_range_indices(cache.split_ranges("train")), int(np.prod(mu.shape[-2:])))
     return PatchMemory.build(vae.quantise.code(mu[torch.from_numpy(rows)]).numpy(), cache.frames[rows],
-                             vae.quantise.codes)
+                             vae.quantise.levels)
 
 
 def _range_indices(ranges: list[tuple[int, int]]) -> np.ndarray:
