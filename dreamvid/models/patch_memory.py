@@ -142,8 +142,8 @@ class NearestPatches:
         keep = np.sort(np.random.default_rng(0).permutation(len(rows) * per_frame)[:NEAREST_CELLS])
         windows, neighbours = cell_windows(frames, keep), neighbour_codes(codes)[keep]
         keys = nearest_keys(windows, neighbours, levels)
-        rows = torch.randperm(len(keys), generator=torch.Generator().manual_seed(0))
-        centroids = lloyd(keys[rows[:FIT_KEYS]], keys[rows[:LISTS]].clone(), iters=8)
+        shuffled = torch.randperm(len(keys), generator=torch.Generator().manual_seed(0))
+        centroids = lloyd(keys[shuffled[:FIT_KEYS]], keys[shuffled[:LISTS]].clone(), iters=8)
         lists = nearest(keys, centroids)[1].numpy()
         order = np.argsort(lists, kind="stable")
         offsets = np.searchsorted(lists[order], np.arange(len(centroids) + 1))
@@ -191,12 +191,14 @@ class NearestPatches:
             return None
         windows, neighbours = state["nearest.windows"].numpy(), state["nearest.neighbours"].numpy()
         centroids, offsets = state["nearest.centroids"].float(), state["nearest.offsets"].numpy()
+        levels = tuple(state["nearest.levels"].tolist())
         if (windows.dtype != np.uint8 or windows.shape[1:] != (WINDOW, WINDOW, 3)
                 or neighbours.shape != (len(windows), 9) or len(offsets) != len(centroids) + 1
-                or offsets[-1] != len(windows)):
+                or offsets[-1] != len(windows) or np.any(np.diff(offsets) < 0)
+                or centroids.shape[1:] != (3 * WINDOW * WINDOW + 9 * len(levels),)):
             raise ValueError(f"a nearest table of windows {windows.shape} {windows.dtype}, codes {neighbours.shape}, "
                              f"{len(centroids)} lists")
-        return cls(windows, neighbours, centroids, offsets, tuple(state["nearest.levels"].tolist()))
+        return cls(windows, neighbours, centroids, offsets, levels)
 
 
 class PatchMemory:
