@@ -4,10 +4,12 @@ from __future__ import annotations
 
 
 import numpy as np
+import torch
 
 import dreamvid
 from conftest import copy_run
-from dreamvid.models.patch_memory import RING, PatchMemory, cell_keys, cell_windows, to_cells
+from dreamvid.models.patch_memory import (PROBES, RING, NearestPatches, PatchMemory, cell_keys, cell_windows,
+                                          to_cells)
 from dreamvid.rundir import RunDir
 
 LEVELS = (5, 5, 5)
@@ -61,6 +63,24 @@ def test_the_nearest_search_finds_every_training_cell_itself():
     cells = np.arange(len(to_cells(frames)))
     assert np.array_equal(table.patches(frames, codes, cells), to_cells(frames))
     assert cell_windows(frames, cells[:1]).shape == (1, 4 + 2 * RING, 4 + 2 * RING, 3)
+
+
+def test_the_list_search_returns_the_nearest_row_of_the_lists_it_probes():
+    rng = np.random.default_rng(5)
+    frames = np.repeat(np.repeat(_frames(rng, 40, side=8), 4, axis=1), 4, axis=2)
+    built = PatchMemory.build(rng.integers(0, CODES, (40, 8, 8)), frames, LEVELS).nearest
+    # one list more, empty, centred on a training key: the queries near it probe it and find nothing there
+    centroids = torch.cat([built.centroids, built.keys[:1]])
+    table = NearestPatches(built.windows, built.neighbours, centroids, np.r_[built.offsets, built.offsets[-1]], LEVELS)
+    query = table.keys[::5] + 0.05 * torch.randn(len(table.keys[::5]), table.keys.shape[1],
+                                                 generator=torch.Generator().manual_seed(0))
+    found = table.nearest_rows(query)
+    probes = (query @ centroids.T - (centroids ** 2).sum(1) / 2).topk(PROBES, 1).indices
+    assert (probes == len(centroids) - 1).any()
+    for key, lists, row in zip(query, probes.tolist(), found.tolist()):
+        rows = torch.cat([torch.arange(table.offsets[i], table.offsets[i + 1]) for i in lists])
+        best = ((table.keys[rows] - key) ** 2).sum(1).min()
+        assert torch.isclose(((table.keys[row] - key) ** 2).sum(), best, rtol=1e-4)
 
 
 def test_keys_tell_apart_every_neighbourhood_and_hash_beyond_64_bits():

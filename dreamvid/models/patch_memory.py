@@ -132,7 +132,13 @@ class NearestPatches:
         self.windows, self.neighbours, self.centroids = windows, neighbours, centroids
         self.offsets, self.levels = offsets, tuple(levels)
         self.keys = nearest_keys(windows, neighbours, self.levels)
-        self._squares, self._centroid_squares = (self.keys ** 2).sum(1), (centroids ** 2).sum(1)
+        self._centroid_squares = (centroids ** 2).sum(1)
+        squares = (self.keys ** 2).sum(1)
+        # Each list's keys (transposed) and squared norms, sliced once: a studio viewer's few frames search most
+        # lists, and per call the slicing cost as much as the arithmetic (docs/benchmarks.md).
+        self._lists = [(squares[None, start:stop], self.keys[start:stop].T)
+                       for start, stop in zip(offsets[:-1].tolist(), offsets[1:].tolist())]
+        self._starts = torch.from_numpy(offsets[:-1].astype(np.int64))
 
     @classmethod
     def build(cls, codes: np.ndarray, frames: np.ndarray, levels: tuple[int, ...]) -> NearestPatches:
@@ -162,21 +168,23 @@ class NearestPatches:
         closeness = query @ self.centroids.T - self._centroid_squares / 2   # the nearer a list, the larger
         probes = closeness.topk(min(PROBES, len(self.centroids)), 1).indices
         groups, order = probes.flatten().sort(stable=True)      # (query, probe) pairs, by the list they search
-        asking = order // probes.shape[1]
-        bounds = torch.searchsorted(groups, torch.arange(len(self.centroids) + 1)).tolist()
-        distance = torch.full((len(order),), float("inf"))
-        index = torch.zeros(len(order), dtype=torch.long)
-        for group in groups.unique().tolist():
-            a, b = bounds[group], bounds[group + 1]
-            start, stop = int(self.offsets[group]), int(self.offsets[group + 1])
-            if stop > start:
-                d2 = torch.addmm(self._squares[None, start:stop], query[asking[a:b]], self.keys[start:stop].T, alpha=-2)
-                distance[a:b], index[a:b] = d2.min(1)
-                index[a:b] += start
+        asking = query[order // probes.shape[1]]
+        distances, rows, first = [], [], 0
+        for group, count in enumerate(torch.bincount(groups, minlength=len(self._lists)).tolist()):
+            if count:
+                squares, keys_t = self._lists[group]
+                if keys_t.shape[1]:
+                    distance, row = torch.addmm(squares, asking[first:first + count], keys_t, alpha=-2).min(1)
+                else:   # a list no training cell fell in
+                    distance, row = torch.full((count,), float("inf")), torch.zeros(count, dtype=torch.long)
+                distances.append(distance)
+                rows.append(row)
+                first += count
         pairs = torch.empty_like(order)
         pairs[order] = torch.arange(len(order))                # each pair's place in the sorted order
-        best = distance[pairs].view(probes.shape).argmin(1, keepdim=True)
-        return index[pairs].view(probes.shape).gather(1, best).squeeze(1)
+        distance = torch.cat(distances)[pairs].view(probes.shape)
+        index = (torch.cat(rows) + self._starts[groups])[pairs].view(probes.shape)
+        return index.gather(1, distance.argmin(1, keepdim=True)).squeeze(1)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {"nearest.windows": torch.from_numpy(self.windows.copy()),
