@@ -14,9 +14,9 @@ import numpy as np
 import torch
 
 from .config import BACKENDS, RunConfig
-from .device import autocast, core_for_a_worker, fast_bf16, place, resolve_device
+from .device import autocast, convolutional, core_for_a_worker, fast_bf16, place, resolve_device
 from .errors import DreamvidError, UsageError
-from .graphs import OnnxDreaming, require_onnx
+from .graphs import OnnxDreaming, TracedStep, require_onnx
 from .models import DreamModel, VAE, build_rnn, build_vae, encode_frames, tensor_to_frames
 from .models.patch_memory import PatchMemory
 from .rundir import RunDir
@@ -61,6 +61,8 @@ class Dreamer:
         self.bf16 = config.train.bf16 and fast_bf16(device)
         self.backend = "torch"
         self._onnx = None
+        self._traced = (TracedStep(rnn, config.rnn.decode_spread, self._example_latent())
+                        if device.type == "cpu" and convolutional(rnn) else None)
 
     @classmethod
     def from_pretrained(cls, run_dir: str | Path, device: str = "auto", backend: str = "torch") -> "Dreamer":
@@ -103,9 +105,18 @@ class Dreamer:
         """With the onnx backend, the run's graphs in ONNX Runtime (an OnnxDreaming), traced on first use (a few
         seconds); None with torch."""
         if self.backend == "onnx" and self._onnx is None:
-            start = self.context_before(self.random_frame_index(random.Random(0)))[-1:]
-            self._onnx = OnnxDreaming(self.vae, self.rnn, self.config.rnn.decode_spread, start)
+            self._onnx = OnnxDreaming(self.vae, self.rnn, self.config.rnn.decode_spread, self._example_latent())
         return self._onnx
+
+    @property
+    def stepper(self):
+        """What steps a dream (its `rollout`): ONNX Runtime with the onnx backend; on the CPU, the map model's step
+        traced by TorchScript (`graphs.TracedStep`: the same latents, faster); else the model itself."""
+        return self.onnx or self._traced or self.rnn
+
+    def _example_latent(self) -> torch.Tensor:
+        """A source latent (1, *latent_shape) to trace the graphs on."""
+        return self.context_before(self.random_frame_index(random.Random(0)))[-1:]
 
     @property
     def cache(self):
@@ -234,10 +245,10 @@ class DreamSession:
     @torch.no_grad()
     def next_latents(self, n: int) -> torch.Tensor:
         """The latents of the next n frames to decode (see RNNConfig.decode_spread)."""
-        model = self.dreamer.onnx or self.dreamer.rnn
-        shown, self.z, self.state = model.rollout(self.z, self.state, n, self.temperature, self.generator,
-                                                  self.dreamer.config.rnn.decode_spread,
-                                                  self.dreamer.reproject if self.reproject else None)
+        dreamer = self.dreamer
+        shown, self.z, self.state = dreamer.stepper.rollout(self.z, self.state, n, self.temperature, self.generator,
+                                                            dreamer.config.rnn.decode_spread,
+                                                            dreamer.reproject if self.reproject else None)
         return shown[0]
 
     def next_frames(self, n: int) -> np.ndarray:

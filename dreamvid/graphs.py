@@ -1,5 +1,6 @@
-"""A trained run's models as two ONNX graphs, a dream step and a decoder; checked against torch, and dreamed
-through ONNX Runtime (`dreamvid dream --backend onnx`; `dreamvid export` writes them out).
+"""A trained run's models as graphs: two ONNX graphs, a dream step and a decoder, checked against torch and dreamed
+through ONNX Runtime (`dreamvid dream --backend onnx`; `dreamvid export` writes them out); and the same dream step
+traced by TorchScript, which the torch backend steps the map model through on the CPU (`TracedStep`).
 
     step.onnx     (z, h, c, temperature, noise_0, noise_1, ...) -> (shown, next_z, next_h, next_c)
                   One dream step for one dream: the latent to feed back is `next_z`, the one to decode `shown`
@@ -173,6 +174,35 @@ def require_onnx() -> None:
     except ImportError as error:
         raise UsageError(f"ONNX needs {error.name}, which is not installed", "pip install 'dreamvid[export]'") \
             from None
+
+
+class TracedStep:
+    """The dream step traced by TorchScript, for one dream at a time: the same operators as `dream_step`, run
+    without Python between them (the map model's step is ~60 small operators on a 16x16 map). The same latents,
+    bit for bit, in two thirds of the time on the CPU (docs/benchmarks.md). Anything it was not traced for (a
+    batch of dreams, feedback, another decode_spread) steps through the model itself."""
+
+    def __init__(self, rnn: DreamModel, decode_spread: float, start: torch.Tensor):
+        self.rnn, self.decode_spread = rnn, decode_spread
+        example = step_inputs(rnn, start, None, rnn.config.temperature, torch.Generator().manual_seed(0))
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")   # the tracer's notes on Python numbers it keeps as constants
+            self.graph = torch.jit.trace(StepGraph(rnn, decode_spread).eval(), example, check_trace=False)
+
+    def rollout(self, z: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | None, steps: int,
+                temperature: float, generator: torch.Generator | None = None, decode_spread: float = 1.0,
+                feedback: Callable[[torch.Tensor], torch.Tensor] | None = None):
+        """As `DreamModel.rollout`."""
+        if feedback is not None or decode_spread != self.decode_spread or len(z) != 1:
+            return self.rnn.rollout(z, state, steps, temperature, generator, decode_spread, feedback)
+        h, c = state if state is not None else zero_state(self.rnn, len(z))
+        noise = self.rnn.draw_noise(steps, len(z), generator, z.device)
+        temperature, shown = torch.tensor(temperature, dtype=torch.float32), []
+        with torch.no_grad():
+            for index in range(steps):
+                latent, z, h, c = self.graph(z, h, c, temperature, *(n[index] for n in noise))
+                shown.append(latent)
+        return torch.stack(shown, 1), z, (h, c)
 
 
 class OnnxDreaming:

@@ -15,6 +15,7 @@ from conftest import old_style_config, vector_default
 from dreamvid.cli import main
 from dreamvid.config import make_config
 from dreamvid.device import core_for_a_worker
+from dreamvid.graphs import TracedStep
 from dreamvid.models import build_rnn, build_vae
 from dreamvid.rundir import RunDir
 
@@ -44,6 +45,24 @@ def test_stream_and_session_controls(dreamer):
     assert np.array_equal(first, session.next_frames(6))
     with pytest.raises(dreamvid.UsageError):
         session.temperature = 0
+
+
+def test_the_traced_step_dreams_what_the_model_dreams_bit_for_bit(dreamer):
+    """On the CPU the map model steps through its TorchScript trace: the same latents at any temperature, from a
+    source frame's state or from none; a batch of dreams, which it was not traced for, steps through the model."""
+    traced, spread = dreamer.stepper, dreamer.config.rnn.decode_spread
+    assert isinstance(traced, TracedStep)
+    session = dreamer.session(seed=2)
+
+    def both(z, state, temperature):
+        return [model.rollout(z, state, 12, temperature, torch.Generator().manual_seed(7), spread)
+                for model in (dreamer.rnn, traced)]
+
+    for z, state, temperature in ((session.z, session.state, 0.5), (session.z, None, 1.2),
+                                  (session.z.repeat(2, 1, 1, 1), None, 1.0)):
+        (shown, last, (h, c)), (shown_t, last_t, (h_t, c_t)) = both(z, state, temperature)
+        assert torch.equal(shown, shown_t) and torch.equal(last, last_t)
+        assert torch.equal(h, h_t) and torch.equal(c, c_t)
 
 
 def test_long_streamed_dream_keeps_memory_flat(dreamer):
