@@ -109,7 +109,7 @@ class Dreamer:
         return self._onnx
 
     @property
-    def stepper(self):
+    def stepper(self) -> OnnxDreaming | TracedStep | DreamModel:
         """What steps a dream (its `rollout`): ONNX Runtime with the onnx backend; on the CPU, the map model's step
         traced by TorchScript (`graphs.TracedStep`: the same latents, faster); else the model itself."""
         return self.onnx or self._traced or self.rnn
