@@ -4,8 +4,10 @@
     python benchmarks/bench_dream.py --device cuda --size 128
     python benchmarks/bench_dream.py --reproject       # each latent through decode -> encode before it is fed back
     python benchmarks/bench_dream.py --backend onnx    # stepped and decoded through ONNX Runtime
+    python benchmarks/bench_dream.py --run RUN_DIR     # a trained run: its patch memory redraws fewer cells
 
-Speed does not depend on what the weights learned, so the run is made from freshly initialised models.
+Without --run the run is made from freshly initialised models: the network's speed does not depend on what the
+weights learned, and its patch memory remembers nothing, so every cell is searched (the worst case).
 """
 from __future__ import annotations
 
@@ -51,9 +53,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--reproject", action="store_true")
     parser.add_argument("--backend", default="torch", choices=("torch", "onnx"))
+    parser.add_argument("--run", type=Path, help="a trained run to dream (default: an untrained one)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        run = make_untrained_run(Path(tmp), args.preset, args.size)
+        run = args.run or make_untrained_run(Path(tmp), args.preset, args.size)
         started = time.perf_counter()
         dreamer = load(run, device=args.device, backend=args.backend)
         dreamer.onnx  # the onnx backend traces its graphs on first use: part of loading, not of dreaming
@@ -75,7 +78,8 @@ def main() -> None:
                 Path(tmp) / f"d{repeat}.mp4", progress=False)
             rates.append(args.frames / (time.perf_counter() - started))
         rates.sort()
-        print(f"{args.preset} {args.size} px: " + ", ".join(f"{k} {v:.0f} frames/s" for k, v in parts.items()))
+        label = args.run or f"{args.preset} {args.size} px"
+        print(f"{label}: " + ", ".join(f"{k} {v:.0f} frames/s" for k, v in parts.items()))
         print(f"dream to H.264 mp4 (upscaled to >= 256 px): median {rates[len(rates) // 2]:.0f} frames/s "
               f"over {args.repeats} runs of {args.frames} frames (all: {', '.join(f'{r:.0f}' for r in rates)}); "
               f"peak RSS {peak_rss_mb():.0f} MB")
